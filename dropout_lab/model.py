@@ -1,0 +1,335 @@
+"""A multilayer perceptron with inverted dropout, in plain NumPy.
+
+Each piece's backward pass sits right next to its forward pass. Shapes: ``N`` rows in the batch,
+``D`` input features, ``H`` units in a hidden layer, ``K`` outputs (``K = 1`` for a binary task with a
+sigmoid output, otherwise the number of classes with a softmax output).
+
+Inverted dropout: during training every unit of a layer is zeroed with probability ``drop_rate`` and
+the survivors are scaled by ``1 / (1 - drop_rate)``, so the expected activation is unchanged and
+evaluation simply uses the network as it is: no mask, no rescaling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from dropout_lab.errors import ConfigError, bad_value
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu")
+INITS = ("uniform", "xavier", "he")
+LOSSES = ("auto", "xent", "mse")
+DTYPES = ("float32", "float64")
+
+
+# ----------------------------------------------------------------------------------------------
+# Activations: forward returns a = f(z); backward turns dL/da into dL/dz using only a (in place).
+# ----------------------------------------------------------------------------------------------
+
+def act_forward(z: np.ndarray, name: str) -> np.ndarray:
+    """Apply the activation to ``z`` (N, H) in place and return it."""
+    if name == "relu":
+        np.maximum(z, 0, out=z)
+    elif name == "sigmoid":
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+        z += 1
+        np.reciprocal(z, out=z)
+    elif name == "tanh":
+        np.tanh(z, out=z)
+    return z
+
+
+def act_backward(da: np.ndarray, a: np.ndarray, name: str) -> np.ndarray:
+    """Turn ``da`` = dL/da (N, H) into dL/dz in place, given the activation output ``a`` (N, H)."""
+    if name == "relu":
+        # relu'(z) is 1 exactly where the output is positive.
+        np.multiply(da, a > 0, out=da)
+    elif name == "sigmoid":
+        da *= a * (1 - a)
+    elif name == "tanh":
+        da *= 1 - a * a
+    return da
+
+
+# ----------------------------------------------------------------------------------------------
+# Output layer + loss. Both choices give dL/dz_out = (y_hat - y) / N for their natural pairing.
+# ----------------------------------------------------------------------------------------------
+
+def loss_forward_backward(
+    z: np.ndarray, y: np.ndarray, loss: str, reduction: str = "mean"
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Loss of the output pre-activations ``z`` (N, K) against labels ``y`` (N,).
+
+    Returns ``(loss, y_hat, dz)``: ``y_hat`` (N, K) are the probabilities (softmax, or sigmoid when
+    K == 1) and ``dz`` (N, K) is dL/dz. ``loss`` is ``"xent"`` (cross-entropy) or ``"mse"`` (squared
+    error ``0.5 * (y_hat - y)**2`` on sigmoid/softmax outputs, as in the 2015 post). ``reduction``
+    ``"mean"`` averages over the batch, ``"sum"`` adds (the post's full-batch update).
+    """
+    n, k = z.shape
+    if k == 1:
+        y_hat = 1.0 / (1.0 + np.exp(-z))
+        target = y.reshape(n, 1).astype(z.dtype)
+    else:
+        y_hat = np.exp(z - z.max(axis=1, keepdims=True))
+        y_hat /= y_hat.sum(axis=1, keepdims=True)
+        target = np.zeros_like(y_hat)
+        target[np.arange(n), y] = 1
+    scale = 1.0 / n if reduction == "mean" else 1.0
+    if loss == "xent":
+        eps = np.finfo(z.dtype).tiny
+        if k == 1:
+            total = -(target * np.log(y_hat + eps) + (1 - target) * np.log(1 - y_hat + eps)).sum()
+        else:
+            total = -np.log(y_hat[np.arange(n), y] + eps).sum()
+        dz = (y_hat - target) * scale
+    else:  # mse
+        diff = y_hat - target
+        total = 0.5 * float((diff * diff).sum())
+        if k == 1:
+            dz = diff * y_hat * (1 - y_hat) * scale
+        else:
+            # Jacobian of the softmax applied to diff: y_hat * (diff - <diff, y_hat>).
+            dz = y_hat * (diff - (diff * y_hat).sum(axis=1, keepdims=True)) * scale
+    return float(total) * scale, y_hat, dz
+
+
+# ----------------------------------------------------------------------------------------------
+# The network
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class MLPSpec:
+    """Settings of a network (what the config says); the weights live in :class:`MLP`."""
+
+    n_inputs: int
+    hidden: Sequence[int]
+    n_outputs: int
+    activation: str = "relu"
+    init: str = "he"
+    drop_input: float = 0.0
+    drop_hidden: float | Sequence[float] = 0.0
+    loss: str = "auto"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.hidden = [int(h) for h in self.hidden]
+        for i, h in enumerate(self.hidden):
+            if h <= 0:
+                raise bad_value(f"model.hidden[{i}]", h, "a whole number of units >= 1")
+        if self.n_inputs <= 0 or self.n_outputs <= 0:
+            raise ConfigError(f"a network needs inputs and outputs, got {self.n_inputs=} {self.n_outputs=}.")
+        if self.activation not in ACTIVATIONS:
+            raise bad_value("model.activation", self.activation, " | ".join(ACTIVATIONS))
+        if self.init not in INITS:
+            raise bad_value("model.init", self.init, " | ".join(INITS))
+        if self.loss not in LOSSES:
+            raise bad_value("model.loss", self.loss, " | ".join(LOSSES))
+        if self.dtype not in DTYPES:
+            raise bad_value("model.dtype", self.dtype, " | ".join(DTYPES))
+        check_drop_rate("model.drop_input", self.drop_input)
+        self.drop_hidden = expand_drop_hidden(self.drop_hidden, len(self.hidden))
+        if self.loss == "auto":
+            self.loss = "xent"
+
+    @property
+    def sizes(self) -> list[int]:
+        return [self.n_inputs, *self.hidden, self.n_outputs]
+
+
+def check_drop_rate(key: str, drop_rate: object) -> float:
+    """Return ``drop_rate`` as a float, or raise if it is not a number in [0, 1)."""
+    if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float, np.floating)):
+        raise bad_value(key, drop_rate, "a number in [0, 1) (the fraction of units zeroed in training)")
+    if not 0.0 <= float(drop_rate) < 1.0:
+        raise bad_value(key, drop_rate, "a number in [0, 1) (the fraction of units zeroed in training)")
+    return float(drop_rate)
+
+
+def expand_drop_hidden(drop_hidden: object, n_hidden: int) -> list[float]:
+    """One drop rate per hidden layer from a single number or a list of ``n_hidden`` numbers."""
+    if isinstance(drop_hidden, (list, tuple)) or (hasattr(drop_hidden, "__len__") and not isinstance(drop_hidden, str)):
+        rates = list(drop_hidden)  # type: ignore[arg-type]
+        if len(rates) != n_hidden:
+            raise bad_value(
+                "model.drop_hidden", rates, f"one number, or a list of {n_hidden} numbers (one per hidden layer)"
+            )
+        return [check_drop_rate(f"model.drop_hidden[{i}]", r) for i, r in enumerate(rates)]
+    return [check_drop_rate("model.drop_hidden", drop_hidden)] * n_hidden
+
+
+class MLP:
+    """Weights of a multilayer perceptron plus its forward and backward passes.
+
+    ``W[l]`` has shape (fan_in, fan_out) and ``b[l]`` shape (fan_out,): layer ``l`` computes
+    ``z = h @ W[l] + b[l]``. The forward pass in training mode keeps what backward needs in
+    ``self._cache``; buffers are reused between batches of the same size (no per-batch allocation of
+    activations or masks).
+    """
+
+    def __init__(self, spec: MLPSpec, rng: np.random.Generator) -> None:
+        self.spec = spec
+        self.dtype = np.dtype(spec.dtype)
+        self.W: list[np.ndarray] = []
+        self.b: list[np.ndarray] = []
+        sizes = spec.sizes
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            self.W.append(init_weights(fan_in, fan_out, spec.init, rng).astype(self.dtype))
+            self.b.append(np.zeros(fan_out, dtype=self.dtype))
+        # Per-layer drop rates of the *inputs* to each weight layer: the input layer, then hidden ones.
+        self.drop_rates = [float(spec.drop_input), *spec.drop_hidden]
+        self._buffers: dict[tuple, np.ndarray] = {}
+        self._cache: list[tuple[np.ndarray, np.ndarray | None, float]] = []
+
+    # -- parameters ---------------------------------------------------------------------------
+    @property
+    def params(self) -> list[np.ndarray]:
+        """All parameter arrays, in a fixed order: W0, b0, W1, b1, ..."""
+        return [p for pair in zip(self.W, self.b) for p in pair]
+
+    def _buf(self, name: str, layer: int, shape: tuple[int, ...], dtype: np.dtype | None = None) -> np.ndarray:
+        key = (name, layer, shape)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = np.empty(shape, dtype=dtype or self.dtype)
+        return buf
+
+    # -- forward / backward --------------------------------------------------------------------
+    def forward(self, X: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Output pre-activations (N, K) for inputs ``X`` (N, D).
+
+        With ``rng`` the pass is a training pass: dropout masks are drawn from ``rng`` and what the
+        backward pass needs is cached. Without ``rng`` it is evaluation: no masks, no rescaling.
+        """
+        train = rng is not None
+        self._cache = []
+        h = X
+        n = X.shape[0]
+        last = len(self.W) - 1
+        for layer, (W, b) in enumerate(zip(self.W, self.b)):
+            drop_rate = self.drop_rates[layer]
+            mask = None
+            if train and drop_rate > 0:
+                # Inverted dropout on this layer's input h (N, fan_in): zero each unit with
+                # probability drop_rate, scale the survivors by 1 / (1 - drop_rate).
+                u = rng.random(h.shape, dtype=self.dtype, out=self._buf("u", layer, h.shape))
+                mask = np.greater_equal(u, drop_rate, out=self._buf("mask", layer, h.shape, np.bool_))
+                h = np.multiply(h, mask, out=self._buf("hdrop", layer, h.shape))
+                h *= 1.0 / (1.0 - drop_rate)
+            if train:
+                self._cache.append((h, mask, drop_rate))
+            z = np.matmul(h, W, out=self._buf("z", layer, (n, W.shape[1])) if train else None)
+            z += b
+            if layer < last:
+                h = act_forward(z, self.spec.activation)
+            else:
+                h = z
+        return h
+
+    def backward(self, dz: np.ndarray, grads: list[np.ndarray]) -> None:
+        """Back-propagate dL/dz_out ``dz`` (N, K) through the cached training pass.
+
+        Writes the gradients into ``grads`` (same order and shapes as :attr:`params`).
+        """
+        for layer in range(len(self.W) - 1, -1, -1):
+            h, mask, drop_rate = self._cache[layer]
+            W = self.W[layer]
+            np.matmul(h.T, dz, out=grads[2 * layer])
+            np.sum(dz, axis=0, out=grads[2 * layer + 1])
+            if layer == 0:
+                break
+            dh = np.matmul(dz, W.T, out=self._buf("dh", layer, h.shape))
+            if mask is not None:
+                # Gradient flows only through the units that were kept, with the same scale.
+                np.multiply(dh, mask, out=dh)
+                dh *= 1.0 / (1.0 - drop_rate)
+            # Activation derivative from the output a of layer-1; where a unit was dropped the
+            # gradient is already zero, so a's value there does not matter.
+            a = self._buf("z", layer - 1, h.shape)
+            dz = act_backward(dh, a, self.spec.activation)
+
+    # -- inference -----------------------------------------------------------------------------
+    def predict_proba(self, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Class probabilities (N, n_classes) with dropout off; binary tasks give two columns."""
+        out = []
+        for start in range(0, X.shape[0], batch_size):
+            z = self.forward(np.asarray(X[start:start + batch_size], dtype=self.dtype))
+            if z.shape[1] == 1:
+                p1 = 1.0 / (1.0 + np.exp(-z))
+                out.append(np.hstack([1 - p1, p1]))
+            else:
+                e = np.exp(z - z.max(axis=1, keepdims=True))
+                out.append(e / e.sum(axis=1, keepdims=True))
+        if not out:
+            return np.zeros((0, max(2, self.spec.n_outputs)), dtype=self.dtype)
+        return np.vstack(out)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted class index (N,) with dropout off."""
+        return self.predict_proba(X).argmax(axis=1)
+
+    # -- saving and loading (no pickle) ----------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write weights and settings to an ``.npz`` file readable with ``allow_pickle=False``."""
+        arrays = {f"W{i}": W for i, W in enumerate(self.W)} | {f"b{i}": b for i, b in enumerate(self.b)}
+        spec = self.spec
+        np.savez(
+            path,
+            **arrays,
+            sizes=np.array(spec.sizes, dtype=np.int64),
+            activation=np.array(spec.activation),
+            init=np.array(spec.init),
+            drop_rates=np.array(self.drop_rates, dtype=np.float64),
+            loss=np.array(spec.loss),
+            dtype=np.array(spec.dtype),
+        )
+
+    @classmethod
+    def load(cls, path: str) -> "MLP":
+        """Read a model written by :meth:`save`; a damaged or inconsistent file gives a ConfigError."""
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                data = {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise ConfigError(f"model file not found: got {path!r}; expected an .npz file written by dropout_lab.") from None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ConfigError(
+                f"cannot read model file {path!r}: it is truncated or not an .npz model written by dropout_lab ({exc})."
+            ) from None
+        try:
+            sizes = [int(s) for s in data["sizes"]]
+            rates = [float(r) for r in data["drop_rates"]]
+            spec = MLPSpec(
+                n_inputs=sizes[0], hidden=sizes[1:-1], n_outputs=sizes[-1],
+                activation=str(data["activation"]), init=str(data["init"]),
+                drop_input=rates[0], drop_hidden=rates[1:], loss=str(data["loss"]), dtype=str(data["dtype"]),
+            )
+            model = cls(spec, np.random.default_rng(0))
+            for i in range(len(sizes) - 1):
+                W, b = data[f"W{i}"], data[f"b{i}"]
+                if W.shape != model.W[i].shape or b.shape != model.b[i].shape:
+                    raise ConfigError(
+                        f"model file {path!r} is inconsistent: layer {i} has weights of shape {W.shape} and "
+                        f"bias {b.shape}, expected {model.W[i].shape} and {model.b[i].shape} from sizes {sizes}."
+                    )
+                model.W[i][...] = W
+                model.b[i][...] = b
+        except KeyError as exc:
+            raise ConfigError(f"model file {path!r} lacks the array {exc}; it was not written by dropout_lab.") from None
+        return model
+
+
+def init_weights(fan_in: int, fan_out: int, init: str, rng: np.random.Generator) -> np.ndarray:
+    """Initial weights (fan_in, fan_out): the post's U(-1, 1), Glorot (xavier) or He."""
+    if init == "uniform":
+        return 2 * rng.random((fan_in, fan_out)) - 1
+    if init == "xavier":
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, (fan_in, fan_out))
+    if init == "he":
+        return rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)
+    raise bad_value("model.init", init, " | ".join(INITS))

@@ -1,0 +1,259 @@
+"""Recording runs in MLflow (or nowhere, with ``tracking=none``).
+
+Everything goes through :class:`mlflow.MlflowClient` with explicit run ids, so nested runs, several
+worker processes and a remote tracking server all work the same way. Per-epoch metrics are buffered
+and written with ``log_batch`` (at most every ``flush_seconds``, and when the run ends): never one
+database round trip per number. Calls that hit SQLite's ``database is locked`` (several local writers)
+are retried, so no write is lost. ``mlflow`` is imported only when tracking is on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from dropout_lab.errors import ConfigError
+
+T = TypeVar("T")
+
+# MLflow run statuses as strings so this module can describe them without importing mlflow.
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+def _retry(fn: Callable[[], T], what: str, attempts: int = 40) -> T:
+    """Call ``fn``, retrying while a concurrent writer holds the SQLite lock or a DB is being created."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - the message is the only portable signal
+            text = str(exc).lower()
+            transient = any(s in text for s in (
+                "database is locked", "already exists", "unique constraint failed", "disk i/o error",
+            ))
+            if not transient or attempt == attempts - 1:
+                raise
+            time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+    raise AssertionError(f"unreachable: {what}")
+
+
+class NullRun:
+    """A run that records nothing (``tracking=none``)."""
+
+    id: str | None = None
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
+    def set_tags(self, tags: dict[str, Any]) -> None: ...
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_pyfunc_model(self, npz_path: str | Path) -> None: ...
+    def flush(self) -> None: ...
+    def end(self, status: str = FINISHED) -> None: ...
+
+    def __enter__(self) -> "NullRun":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.end(status_for_exception(exc))
+
+
+class NullTracker:
+    """Tracking turned off."""
+
+    uri: str | None = None
+    experiment_name: str | None = None
+    experiment_id: str | None = None
+
+    def start_run(self, name: str, params: dict | None = None, tags: dict | None = None,
+                  parent: NullRun | None = None) -> NullRun:
+        return NullRun()
+
+    def ui_command(self) -> str | None:
+        return None
+
+
+def status_for_exception(exc: BaseException | None) -> str:
+    """The MLflow status a run should end with after ``exc`` (None: it finished)."""
+    if exc is None:
+        return FINISHED
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return KILLED
+    return FAILED
+
+
+class MlflowRun:
+    """One MLflow run, written through the client with buffered metrics."""
+
+    def __init__(self, tracker: "MlflowTracker", run_id: str) -> None:
+        self.tracker, self.id = tracker, run_id
+        self.client = tracker.client
+        self._metrics: list = []
+        self._last_flush = time.monotonic()
+        self._ended = False
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k)[:250], _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # log_batch takes at most 100 params per call
+            chunk = items[i:i + 100]
+            _retry(lambda: self.client.log_batch(self.id, params=chunk), "log params")
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self._metrics.append(Metric(k, float(v), now, int(step)))
+        if len(self._metrics) >= 900 or time.monotonic() - self._last_flush >= self.tracker.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._metrics:
+            chunk, self._metrics = self._metrics[:1000], self._metrics[1000:]
+            _retry(lambda: self.client.log_batch(self.id, metrics=chunk), "log metrics")
+        self._last_flush = time.monotonic()
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(str(k), str(v)[:5000]) for k, v in tags.items()]
+        if items:
+            _retry(lambda: self.client.log_batch(self.id, tags=items), "set tags")
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        _retry(lambda: self.client.log_artifact(self.id, str(path), artifact_path), "log artifact")
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        _retry(lambda: self.client.log_text(self.id, text, artifact_file), "log text")
+
+    def log_pyfunc_model(self, npz_path: str | Path) -> None:
+        """Log the weights as an MLflow pyfunc model (``mlflow.pyfunc.load_model(uri).predict(X)``)."""
+        import tempfile
+
+        import mlflow.pyfunc
+        import numpy as np
+
+        import dropout_lab
+        from dropout_lab.pyfunc import MLPPyfuncModel
+
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / "model"
+            mlflow.pyfunc.save_model(
+                str(target),
+                python_model=MLPPyfuncModel(),
+                artifacts={"weights": str(npz_path)},
+                # The package travels with the model so it loads where dropout_lab is not installed.
+                code_paths=[str(Path(dropout_lab.__file__).parent)],
+                pip_requirements=[f"numpy=={np.__version__}"],
+            )
+            _retry(lambda: self.client.log_artifacts(self.id, str(target), "model"), "log model")
+
+    def end(self, status: str = FINISHED) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self.flush()
+        finally:
+            _retry(lambda: self.client.set_terminated(self.id, status), "end run")
+
+    def __enter__(self) -> "MlflowRun":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.end(status_for_exception(exc))
+
+
+def _param_value(v: Any) -> str:
+    text = "null" if v is None else str(v)
+    return text[:6000]
+
+
+class MlflowTracker:
+    """Creates runs in one MLflow experiment at ``uri``."""
+
+    def __init__(self, uri: str, experiment_name: str, flush_seconds: float = 5.0) -> None:
+        self.uri, self.experiment_name, self.flush_seconds = uri, experiment_name, flush_seconds
+        _check_uri(uri)
+        os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            self.experiment_id = _retry(lambda: self._get_or_create(experiment_name), "create experiment")
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the user's URI
+            raise ConfigError(
+                f"cannot use the MLflow tracking store 'tracking.uri={uri}': {_first_line(exc)}. "
+                "Allowed: a writable sqlite:///FILE.db path, a reachable http(s):// tracking server, "
+                "or tracking=none to turn tracking off."
+            ) from None
+
+    def _get_or_create(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise ConfigError(
+                    f"the MLflow experiment 'tracking.experiment_name={name}' was deleted; restore it "
+                    "(mlflow experiments restore) or choose another experiment_name."
+                )
+            return exp.experiment_id
+        return self.client.create_experiment(name)
+
+    def start_run(self, name: str, params: dict | None = None, tags: dict | None = None,
+                  parent: MlflowRun | NullRun | None = None) -> MlflowRun:
+        all_tags = dict(tags or {})
+        if parent is not None and parent.id is not None:
+            all_tags["mlflow.parentRunId"] = parent.id
+        info = _retry(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags), "create run")
+        run = MlflowRun(self, info.info.run_id)
+        if params:
+            run.log_params(params)
+        return run
+
+    def ui_command(self) -> str:
+        return f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _check_uri(uri: str) -> None:
+    """Refuse URIs that cannot work before MLflow turns them into a traceback."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise ConfigError(
+                f"cannot use 'tracking.uri={uri}': the folder {str(folder)!r} does not exist. Allowed: a "
+                "sqlite:///FILE.db path in an existing, writable folder, an http(s):// tracking server, or tracking=none."
+            )
+        if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise ConfigError(
+                f"cannot use 'tracking.uri={uri}': {str(path)!r} is not writable. Allowed: a writable "
+                "sqlite:///FILE.db path, an http(s):// tracking server, or tracking=none."
+            )
+        return
+    scheme = uri.split(":", 1)[0] if ":" in uri else ""
+    if scheme not in ("http", "https", "postgresql", "mysql", "mssql", "databricks", "sqlite", "file"):
+        raise ConfigError(
+            f"unsupported 'tracking.uri={uri}'. Allowed: sqlite:///FILE.db (the default), "
+            "http(s)://HOST:PORT (an MLflow tracking server), postgresql://..., or tracking=none."
+        )
+
+
+def make_tracker(cfg: dict) -> MlflowTracker | NullTracker:
+    """The tracker the ``tracking`` config asks for."""
+    t = cfg["tracking"]
+    if t["backend"] == "none":
+        return NullTracker()
+    return MlflowTracker(t["uri"], t["experiment_name"], t["flush_seconds"])

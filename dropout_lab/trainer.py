@@ -1,0 +1,265 @@
+"""Minibatch training of an :class:`~dropout_lab.model.MLP`: SGD (momentum, Nesterov) or Adam,
+learning-rate decay, L2 weight decay, the max-norm constraint, early stopping and a per-epoch callback.
+
+The trainer knows nothing of Optuna, MLflow or Hydra: it takes plain arguments and reports each
+evaluation through ``callback(epoch, metrics)``, which may return ``True`` to stop training (or raise,
+as a pruner does).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from dropout_lab.errors import bad_value
+from dropout_lab.model import MLP, loss_forward_backward
+
+OPTIMIZERS = ("sgd", "adam")
+REDUCTIONS = ("mean", "sum")
+
+Callback = Callable[[int, dict], "bool | None"]
+
+
+@dataclass
+class TrainSettings:
+    """How to train (what the ``trainer`` config says)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    lr_decay: float = 1.0  # the learning rate is multiplied by this after every epoch
+    weight_decay: float = 0.0  # L2 penalty on weights (not biases)
+    max_norm: float | None = None  # bound on the L2 norm of each unit's incoming weights
+    batch_size: int | None = 128  # None: full batch
+    epochs: int = 20
+    iterations: int | None = None  # total optimiser steps; overrides epochs when set
+    eval_every: int = 1  # evaluate (and call back) every this many epochs
+    patience: int | None = None  # early stopping on validation loss, in evaluations
+    reduction: str = "mean"
+    eval_train_max: int = 10000  # train metrics are measured (dropout off) on at most this many rows
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise bad_value("trainer.optimizer", self.optimizer, " | ".join(OPTIMIZERS))
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise bad_value("trainer.lr", self.lr, "a finite number > 0")
+        if not 0 <= self.momentum < 1:
+            raise bad_value("trainer.momentum", self.momentum, "a number in [0, 1)")
+        if not 0 < self.lr_decay <= 1:
+            raise bad_value("trainer.lr_decay", self.lr_decay, "a number in (0, 1] (per-epoch multiplier)")
+        if self.weight_decay < 0:
+            raise bad_value("trainer.weight_decay", self.weight_decay, "a number >= 0")
+        if self.max_norm is not None and not self.max_norm > 0:
+            raise bad_value("trainer.max_norm", self.max_norm, "null (off) or a number > 0")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise bad_value("trainer.batch_size", self.batch_size, "a whole number >= 1, or 'full'")
+        if self.epochs < 1:
+            raise bad_value("trainer.epochs", self.epochs, "a whole number >= 1")
+        if self.iterations is not None and self.iterations < 1:
+            raise bad_value("trainer.iterations", self.iterations, "null or a whole number >= 1")
+        if self.eval_every < 1:
+            raise bad_value("trainer.eval_every", self.eval_every, "a whole number >= 1")
+        if self.patience is not None and self.patience < 1:
+            raise bad_value("trainer.patience", self.patience, "null (off) or a whole number >= 1")
+        if self.reduction not in REDUCTIONS:
+            raise bad_value("trainer.reduction", self.reduction, " | ".join(REDUCTIONS))
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: status, per-evaluation history and final metrics."""
+
+    status: str  # completed | early_stopped | stopped | diverged
+    reason: str = ""
+    history: list[dict] = field(default_factory=list)
+    epochs: int = 0
+    steps: int = 0
+    train_seconds: float = 0.0  # time inside optimiser steps only (no evaluation)
+    samples: int = 0
+    best_epoch: int | None = None
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+    @property
+    def final(self) -> dict:
+        """Metrics of the returned weights (the best epoch when early stopping restored it)."""
+        if not self.history:
+            return {}
+        if self.best_epoch is not None:
+            for row in self.history:
+                if row["epoch"] == self.best_epoch:
+                    return row
+        return self.history[-1]
+
+
+def evaluate(model: MLP, X: np.ndarray, y: np.ndarray, loss: str, batch_size: int = 4096) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` on ``X`` (N, D), ``y`` (N,) with dropout off."""
+    n = X.shape[0]
+    if n == 0:
+        return float("nan"), float("nan")
+    total_loss, correct = 0.0, 0
+    for start in range(0, n, batch_size):
+        xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+        z = model.forward(xb)
+        batch_loss, y_hat, _ = loss_forward_backward(z, yb, loss, reduction="sum")
+        total_loss += batch_loss
+        pred = (y_hat[:, 0] > 0.5).astype(np.int64) if y_hat.shape[1] == 1 else y_hat.argmax(axis=1)
+        correct += int((pred == yb).sum())
+    return total_loss / n, correct / n
+
+
+class Optimizer:
+    """SGD with (Nesterov) momentum or Adam, with L2 weight decay and max-norm, updating in place."""
+
+    def __init__(self, model: MLP, s: TrainSettings) -> None:
+        self.model, self.s = model, s
+        self.params = model.params
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self.is_weight = [p.ndim == 2 for p in self.params]
+        self.velocity = [np.zeros_like(p) for p in self.params] if s.optimizer == "adam" or s.momentum > 0 else None
+        self.second = [np.zeros_like(p) for p in self.params] if s.optimizer == "adam" else None
+        self.t = 0
+
+    def step(self, lr: float) -> None:
+        s = self.s
+        self.t += 1
+        for i, (p, g) in enumerate(zip(self.params, self.grads)):
+            if s.weight_decay and self.is_weight[i]:
+                g += s.weight_decay * p
+            if s.optimizer == "adam":
+                b1, b2 = s.adam_betas
+                m, v = self.velocity[i], self.second[i]
+                m *= b1
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * (g * g)
+                step = lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+                p -= step * m / (np.sqrt(v) + 1e-8)
+            elif self.velocity is not None:
+                # PyTorch's formulation: buf = mu * buf + g; Nesterov steps along g + mu * buf.
+                buf = self.velocity[i]
+                buf *= s.momentum
+                buf += g
+                if s.nesterov:
+                    g += s.momentum * buf
+                    p -= lr * g
+                else:
+                    p -= lr * buf
+            else:
+                p -= lr * g
+            if s.max_norm is not None and self.is_weight[i]:
+                # Max-norm (Srivastava et al. 2014): each unit's incoming weight vector, a column
+                # of W (fan_in, fan_out), is projected back onto the ball of radius max_norm.
+                norms = np.sqrt(np.einsum("ij,ij->j", p, p))
+                over = norms > s.max_norm
+                if over.any():
+                    p[:, over] *= (s.max_norm / norms[over]).astype(p.dtype)
+
+
+def train(
+    model: MLP,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    settings: TrainSettings,
+    rng: np.random.Generator,
+    callback: Callback | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; ``rng`` drives shuffling and dropout masks.
+
+    Every ``eval_every`` epochs (and after the last) the train metrics (dropout off, on at most
+    ``eval_train_max`` rows), the validation metrics, the learning rate and the running minibatch loss
+    (dropout on) go into the history and to ``callback``.
+    """
+    s = settings
+    dtype = model.dtype
+    X_train = np.ascontiguousarray(X_train, dtype=dtype)
+    X_val = np.ascontiguousarray(X_val, dtype=dtype)
+    n = X_train.shape[0]
+    batch = n if s.batch_size is None else min(int(s.batch_size), n)
+    steps_per_epoch = math.ceil(n / batch)
+    epochs = s.epochs if s.iterations is None else math.ceil(s.iterations / steps_per_epoch)
+    total_steps = s.iterations if s.iterations is not None else epochs * steps_per_epoch
+    # Train metrics come from a fixed subset so that evaluating them stays cheap on large sets.
+    eval_idx = np.sort(rng.choice(n, s.eval_train_max, replace=False)) if n > s.eval_train_max else None
+    X_eval = X_train if eval_idx is None else X_train[eval_idx]
+    y_eval = y_train if eval_idx is None else y_train[eval_idx]
+
+    opt = Optimizer(model, s)
+    result = TrainResult(status="completed")
+    best_val, best_params, bad_evals = math.inf, None, 0
+    lr = s.lr
+    full_batch = batch == n
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        # A full batch needs no shuffling: the gradient does not depend on row order.
+        order = None if full_batch else rng.permutation(n)
+        loss_sum, seen = 0.0, 0
+        for start in range(0, n, batch):
+            if result.steps >= total_steps:
+                break
+            if order is None:
+                xb, yb = X_train, y_train
+            else:
+                idx = order[start:start + batch]
+                xb, yb = X_train[idx], y_train[idx]
+            z = model.forward(xb, rng)
+            loss, _, dz = loss_forward_backward(z, yb, model.spec.loss, s.reduction)
+            if not math.isfinite(loss):
+                result.status = "diverged"
+                result.reason = f"training loss became {loss} at epoch {epoch} (learning rate {lr:g})"
+                break
+            model.backward(dz, opt.grads)
+            opt.step(lr)
+            result.steps += 1
+            loss_sum += loss * len(yb)
+            seen += len(yb)
+        result.train_seconds += time.perf_counter() - t0
+        result.samples += seen
+        result.epochs = epoch
+        lr *= s.lr_decay
+        last = epoch == epochs or result.status == "diverged"
+        if epoch % s.eval_every and not last:
+            continue
+        row = {"epoch": epoch, "batch_loss": loss_sum / seen if seen else float("nan")}
+        row["train_loss"], row["train_acc"] = evaluate(model, X_eval, y_eval, model.spec.loss)
+        if X_val.shape[0]:
+            row["val_loss"], row["val_acc"] = evaluate(model, X_val, y_val, model.spec.loss)
+        row["lr"] = lr / s.lr_decay
+        row["seconds"] = result.train_seconds
+        if result.status != "diverged" and not all(
+            math.isfinite(v) for k, v in row.items() if k.endswith("loss")
+        ):
+            result.status = "diverged"
+            result.reason = f"loss became non-finite at epoch {epoch} (learning rate {row['lr']:g})"
+        result.history.append(row)
+        if result.status == "diverged":
+            break
+        if callback is not None and callback(epoch, row):
+            result.status, result.reason = "stopped", f"stopped by callback at epoch {epoch}"
+            break
+        if s.patience is not None and "val_loss" in row:
+            if row["val_loss"] < best_val:
+                best_val, bad_evals, result.best_epoch = row["val_loss"], 0, epoch
+                best_params = [p.copy() for p in model.params]
+            else:
+                bad_evals += 1
+                if bad_evals >= s.patience:
+                    result.status = "early_stopped"
+                    result.reason = f"validation loss did not improve for {s.patience} evaluations"
+                    break
+    if best_params is not None and result.best_epoch != result.epochs:
+        for p, best in zip(model.params, best_params):
+            p[...] = best
+    else:
+        result.best_epoch = None
+    return result
