@@ -1,0 +1,64 @@
+"""Shared fixtures: the repository root, the real command line, and the composed Hydra config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The command line must not inherit settings that change how Hydra or MLflow behave.
+_SCRUBBED_ENV = ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a `python -m dropout_lab` subprocess."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env.update(extra)
+    return env
+
+
+def run_dropout_lab(args: Sequence[str], cwd: Path, *, env: dict[str, str] | None = None,
+                    timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m dropout_lab ARGS` in ``cwd`` and return the finished process (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "dropout_lab", *args],
+        cwd=cwd, env=env if env is not None else cli_env(),
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def compose_config(overrides: Sequence[str] = ()):
+    """The real config (conf/ plus the typed schema) composed with ``overrides``, as a DictConfig."""
+    from hydra import compose, initialize_config_dir
+
+    from dropout_lab.__main__ import config_dir
+    from dropout_lab.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root (the folder holding pyproject.toml, conf/ and dropout_lab/)."""
+    assert (REPO_ROOT / "pyproject.toml").is_file()
+    return REPO_ROOT
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess]:
+    """``run_cli(args, cwd, env=None, timeout=300)``: the real command line, as a CompletedProcess."""
+    return run_dropout_lab
+
+
+@pytest.fixture
+def compose() -> Callable[..., object]:
+    """``compose(overrides)``: the composed config (a DictConfig) for a list of Hydra overrides."""
+    return compose_config
