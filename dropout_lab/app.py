@@ -92,7 +92,7 @@ def run_train(cfg: dict, output_dir: Path) -> int:
         mlrun.log_artifact(output_dir / "summary.json")
         mlrun.log_artifact(model_path)
         if cfg["tracking"]["backend"] == "mlflow" and cfg["tracking"]["log_models"]:
-            mlrun.log_pyfunc_model(model_path)
+            mlrun.log_pyfunc_model(model_path, data.mean, data.scale)
         mlrun.end(FINISHED if m["status"] != "diverged" else FAILED)
 
     rows = {split: {"loss": m[f"{split}_loss"], "acc": m[f"{split}_acc"]} for split in ("train", "val", "test")}

@@ -76,6 +76,10 @@ class Dataset:
     y_test: np.ndarray
     n_classes: int
     classes: tuple
+    # Standardisation fitted on train, (n_features,) each; None when the features are used raw.
+    # A deployed model applies (x - mean) / scale to raw inputs.
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
@@ -204,8 +208,9 @@ def load_dataset(cfg: Mapping[str, Any], dtype: str | np.dtype = "float32") -> D
         X_train, y_train = X_train[:max_train], y_train[:max_train]
     _check_training_classes(name, y_train, classes)
 
+    mean = scale = None
     if standardize:
-        X_train, X_val, X_test = _standardize(X_train, X_val, X_test)
+        X_train, X_val, X_test, mean, scale = _standardize(X_train, X_val, X_test)
 
     def as_x(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=np.float64).astype(np_dtype)
@@ -223,6 +228,8 @@ def load_dataset(cfg: Mapping[str, Any], dtype: str | np.dtype = "float32") -> D
         y_test=as_y(y_test),
         n_classes=len(classes),
         classes=tuple(classes),
+        mean=mean,
+        scale=scale,
     )
 
 
@@ -283,7 +290,7 @@ def _split_with_test(
 
 def _standardize(
     X_train: np.ndarray, X_val: np.ndarray, X_test: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Z-score with train statistics only, so val/test leak nothing into the fit."""
     X_train = np.asarray(X_train, dtype=np.float64)
     mean = X_train.mean(axis=0)
@@ -293,6 +300,8 @@ def _standardize(
         (X_train - mean) / std,
         (np.asarray(X_val, dtype=np.float64) - mean) / std,
         (np.asarray(X_test, dtype=np.float64) - mean) / std,
+        mean,
+        std,
     )
 
 

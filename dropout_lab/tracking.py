@@ -50,7 +50,7 @@ class NullRun:
     def set_tags(self, tags: dict[str, Any]) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
-    def log_pyfunc_model(self, npz_path: str | Path) -> None: ...
+    def log_pyfunc_model(self, npz_path: str | Path, mean=None, scale=None) -> None: ...
     def flush(self) -> None: ...
     def end(self, status: str = FINISHED) -> None: ...
 
@@ -71,6 +71,17 @@ class NullTracker:
     def start_run(self, name: str, params: dict | None = None, tags: dict | None = None,
                   parent: NullRun | None = None) -> NullRun:
         return NullRun()
+
+    def handle(self, run_id: str | None) -> NullRun:
+        return NullRun()
+
+    def reopen(self, run_id: str | None) -> NullRun:
+        return NullRun()
+
+    def kill_orphans(self, parent_id: str | None) -> list[str]:
+        return []
+
+    def mark_killed(self, run_id: str | None, reason: str) -> None: ...
 
     def ui_command(self) -> str | None:
         return None
@@ -132,24 +143,35 @@ class MlflowRun:
     def log_text(self, text: str, artifact_file: str) -> None:
         _retry(lambda: self.client.log_text(self.id, text, artifact_file), "log text")
 
-    def log_pyfunc_model(self, npz_path: str | Path) -> None:
-        """Log the weights as an MLflow pyfunc model (``mlflow.pyfunc.load_model(uri).predict(X)``)."""
+    def log_pyfunc_model(self, npz_path: str | Path, mean=None, scale=None) -> None:
+        """Log the weights as an MLflow pyfunc model (``mlflow.pyfunc.load_model(uri).predict(X)``).
+
+        With the training set's ``mean`` and ``scale`` the model takes raw features and standardises
+        them itself.
+        """
         import tempfile
+        import warnings
 
         import mlflow.pyfunc
         import numpy as np
 
         import dropout_lab
-        from dropout_lab.pyfunc import MLPPyfuncModel
 
-        with tempfile.TemporaryDirectory() as tmp:
+        package = Path(dropout_lab.__file__).parent
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            # MLflow nags about type hints on predict; the model's input is a plain array.
+            warnings.simplefilter("ignore", UserWarning)
+            artifacts = {"weights": str(npz_path)}
+            if mean is not None and scale is not None:
+                np.savez(Path(tmp) / "preprocess.npz", mean=np.asarray(mean), scale=np.asarray(scale))
+                artifacts["preprocess"] = str(Path(tmp) / "preprocess.npz")
             target = Path(tmp) / "model"
             mlflow.pyfunc.save_model(
                 str(target),
-                python_model=MLPPyfuncModel(),
-                artifacts={"weights": str(npz_path)},
+                python_model=str(package / "pyfunc.py"),
+                artifacts=artifacts,
                 # The package travels with the model so it loads where dropout_lab is not installed.
-                code_paths=[str(Path(dropout_lab.__file__).parent)],
+                code_paths=[str(package)],
                 pip_requirements=[f"numpy=={np.__version__}"],
             )
             _retry(lambda: self.client.log_artifacts(self.id, str(target), "model"), "log model")
@@ -182,6 +204,8 @@ class MlflowTracker:
         self.uri, self.experiment_name, self.flush_seconds = uri, experiment_name, flush_seconds
         _check_uri(uri)
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        # Progress bars of artifact transfers would drown the run's own lines.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)
@@ -217,6 +241,53 @@ class MlflowTracker:
         if params:
             run.log_params(params)
         return run
+
+    def handle(self, run_id: str | None) -> MlflowRun | NullRun:
+        """A handle on an existing run (to nest children under it), without changing it."""
+        return MlflowRun(self, run_id) if run_id else NullRun()
+
+    def reopen(self, run_id: str | None) -> MlflowRun | NullRun:
+        """Set an existing run of this store back to RUNNING (resuming a study); NullRun if it is not here."""
+        if not run_id:
+            return NullRun()
+        try:
+            run = _retry(lambda: self.client.get_run(run_id), "get run")
+        except Exception:  # noqa: BLE001 - not in this store (another tracking URI)
+            return NullRun()
+        if run.info.experiment_id != self.experiment_id:
+            return NullRun()
+        if run.info.status != "RUNNING":
+            _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen run")
+        return MlflowRun(self, run_id)
+
+    def mark_killed(self, run_id: str | None, reason: str) -> None:
+        """End a run whose process died as KILLED, with the reason as a tag."""
+        if not run_id:
+            return
+        try:
+            _retry(lambda: self.client.set_tag(run_id, "killed_reason", reason), "tag run")
+            _retry(lambda: self.client.set_terminated(run_id, KILLED), "end run")
+        except Exception:  # noqa: BLE001 - the run may not exist in this store
+            pass
+
+    def kill_orphans(self, parent_id: str | None) -> list[str]:
+        """End as KILLED the RUNNING child runs of ``parent_id`` whose process on this machine is gone."""
+        if not parent_id:
+            return []
+        from dropout_lab.search import _owner_dead
+
+        runs = _retry(lambda: self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'",
+            max_results=1000,
+        ), "search runs")
+        killed = []
+        for run in runs:
+            owner = run.data.tags.get("owner", "")
+            if owner and _owner_dead(owner):
+                self.mark_killed(run.info.run_id, f"its process {owner} died")
+                killed.append(run.info.run_id)
+        return killed
 
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
