@@ -13,7 +13,7 @@ import numpy as np
 from mlflow.models import set_model
 
 # The input is a plain feature array; MLflow's type-hint validation has nothing to add here.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 class MLPPyfuncModel(mlflow.pyfunc.PythonModel):

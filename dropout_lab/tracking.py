@@ -206,6 +206,10 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         # Progress bars of artifact transfers would drown the run's own lines.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import warnings
+
+        # Logging the pyfunc model: MLflow asks for type hints on predict; its input is a plain array.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.pyfunc\.utils\.data_validation")
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)

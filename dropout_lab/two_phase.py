@@ -111,7 +111,7 @@ def run_phase1(cfg: dict, data: Dataset, tracker, parent, output_dir: Path) -> d
 # ------------------------------------------------------------------------------------------------
 
 def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, worker: int = 0,
-                  threads: int | None = None) -> None:
+                  threads: int | None = None, tracker=None) -> None:
     """Run trials until the study has ``search.n_trials`` finished ones (or the timeout passes)."""
     import optuna
 
@@ -121,7 +121,7 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
         threadpool_limits(threads)
     storage = search.open_storage(search.storage_url(cfg))
     study = search.open_study(cfg, storage)
-    tracker = make_tracker(cfg)
+    tracker = tracker or make_tracker(cfg)
     parent = tracker.handle(parent_id)
     space = cfg["search"]["space"]
     objective_key = cfg["search"]["objective"]
@@ -207,11 +207,11 @@ def _worker_entry(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
         sys.exit(2)
 
 
-def run_phase2(cfg: dict, data: Dataset, width: int, parent_id: str | None) -> None:
+def run_phase2(cfg: dict, data: Dataset, width: int, parent_id: str | None, tracker) -> None:
     """Run the search with ``search.n_workers`` processes on this machine (this one included)."""
     n = cfg["search"]["n_workers"]
     if n == 1:
-        phase2_worker(cfg, data, width, parent_id)
+        phase2_worker(cfg, data, width, parent_id, tracker=tracker)
         return
     import multiprocessing as mp
 
@@ -222,7 +222,7 @@ def run_phase2(cfg: dict, data: Dataset, width: int, parent_id: str | None) -> N
     for proc in procs:
         proc.start()
     try:
-        phase2_worker(cfg, data, width, parent_id, 0, threads)
+        phase2_worker(cfg, data, width, parent_id, 0, threads, tracker)
     finally:
         for proc in procs:
             proc.join()
@@ -315,6 +315,7 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
     import optuna
 
     start = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_dataset(cfg["dataset"], cfg["model"]["dtype"])
     print(data.describe(), flush=True)
     storage_url = search.storage_url(cfg)
@@ -357,7 +358,7 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
           f"data); baseline val_acc {_fmt(phase1['baseline']['val_acc'])} test_acc "
           f"{_fmt(phase1['baseline']['test_acc'])}", flush=True)
     try:
-        run_phase2(cfg, data, width, parent.id)
+        run_phase2(cfg, data, width, parent.id, tracker)
         _wait_for_running(study, storage)
         study = optuna.load_study(study_name=study_name, storage=storage)
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
