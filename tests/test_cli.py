@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -157,6 +158,22 @@ def test_bad_input_gives_one_paragraph_and_non_zero_exit(run_cli, tmp_path, case
 # --- the package outside the source tree -------------------------------------------------------
 
 
+def can_build_without_isolation() -> bool:
+    """Whether this environment already has pyproject.toml's build backend (setuptools >= 68 that can
+    build wheels); a fresh virtual environment of Python 3.11 has an older setuptools and no wheel, and
+    then pip must fetch the build requirements itself."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def release(name: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(part) for part in version(name).split(".")[:2] if part.isdigit())
+        except PackageNotFoundError:
+            return ()
+
+    setuptools = release("setuptools")
+    return setuptools >= (68,) and (setuptools >= (70, 1) or release("wheel") != ())
+
+
 def test_plain_install_works_outside_the_source_tree(repo_root, tmp_path) -> None:
     # Build from a copy of what the package is made of, so the build's own scratch files
     # (build/, *.egg-info) never land in the working tree.
@@ -169,8 +186,9 @@ def test_plain_install_works_outside_the_source_tree(repo_root, tmp_path) -> Non
     for folder in ("dropout_lab", "conf"):
         shutil.copytree(repo_root / folder, source / folder, ignore=ignore)
     target = tmp_path / "site"
+    isolation = ["--no-build-isolation"] if can_build_without_isolation() else []
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation,
          "--target", str(target), str(source)],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
@@ -200,3 +218,18 @@ def test_plain_install_works_outside_the_source_tree(repo_root, tmp_path) -> Non
     assert_ok(proc)
     summary = json.loads((only_run_dir(elsewhere) / "summary.json").read_text())
     assert summary["status"] == "completed"
+
+
+# --- the documented commands -------------------------------------------------------------------
+
+
+def test_ci_runs_the_readme_test_command_verbatim(repo_root) -> None:
+    readme = (repo_root / "README.md").read_text()
+    commands = [line.strip() for line in readme.splitlines()
+                if line.startswith("python -m venv .venv") and "pytest" in line]
+    assert len(commands) == 1, commands
+    ci = repo_root / ".ci" / "run"
+    assert os.access(ci, os.X_OK)
+    script = ci.read_text().splitlines()
+    assert script[0] == "#!/usr/bin/env bash" and "set -euo pipefail" in script
+    assert commands[0] in script
