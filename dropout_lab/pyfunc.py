@@ -6,14 +6,9 @@ MLflow runs this file when the model is loaded; ``set_model`` registers the wrap
 
 from __future__ import annotations
 
-import warnings
-
 import mlflow.pyfunc
 import numpy as np
 from mlflow.models import set_model
-
-# The input is a plain feature array; MLflow's type-hint validation has nothing to add here.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 class MLPPyfuncModel(mlflow.pyfunc.PythonModel):

@@ -149,8 +149,9 @@ class MlflowRun:
         With the training set's ``mean`` and ``scale`` the model takes raw features and standardises
         them itself.
         """
+        import contextlib
+        import io
         import tempfile
-        import warnings
 
         import mlflow.pyfunc
         import numpy as np
@@ -158,9 +159,9 @@ class MlflowRun:
         import dropout_lab
 
         package = Path(dropout_lab.__file__).parent
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-            # MLflow nags about type hints on predict; the model's input is a plain array.
-            warnings.simplefilter("ignore", UserWarning)
+        # MLflow prints advice on type hints for predict (forcing its own warning filter), which does
+        # not apply to a model whose input is a plain array: keep it off the run's output.
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
             artifacts = {"weights": str(npz_path)}
             if mean is not None and scale is not None:
                 np.savez(Path(tmp) / "preprocess.npz", mean=np.asarray(mean), scale=np.asarray(scale))
@@ -206,10 +207,6 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         # Progress bars of artifact transfers would drown the run's own lines.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        import warnings
-
-        # Logging the pyfunc model: MLflow asks for type hints on predict; its input is a plain array.
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.pyfunc\.utils\.data_validation")
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)
