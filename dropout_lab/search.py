@@ -102,11 +102,12 @@ def study_signature(cfg: dict) -> dict[str, str]:
     return {k: repr(v) for k, v in sorted(flat.items()) if any(k == s or k.startswith(s + ".") for s in STUDY_KEYS)}
 
 
-def make_sampler(cfg: dict):
+def make_sampler(cfg: dict, seed_offset: int = 0):
+    """The configured sampler, seeded from ``seed`` (plus ``seed_offset`` for extra workers)."""
     import optuna
 
     s = cfg["search"]
-    seed = int(cfg["seed"])
+    seed = (int(cfg["seed"]) + seed_offset) % 2**32
     name = s["sampler"]
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s["n_startup_trials"])

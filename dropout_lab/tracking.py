@@ -9,12 +9,13 @@ are retried, so no write is lost. ``mlflow`` is imported only when tracking is o
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from dropout_lab.errors import ConfigError
 
@@ -209,9 +210,11 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         from mlflow import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=uri)
         try:
-            self.experiment_id = _retry(lambda: self._get_or_create(experiment_name), "create experiment")
+            with _creation_lock(uri):
+                # The client creates (and migrates) the store when constructed: inside the lock.
+                self.client = MlflowClient(tracking_uri=uri)
+                self.experiment_id = _retry(lambda: self._get_or_create(experiment_name), "create experiment")
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the user's URI
@@ -292,6 +295,27 @@ class MlflowTracker:
 
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
+
+
+@contextlib.contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a local SQLite store across processes.
+
+    Two processes creating the same new database both run MLflow's schema migrations and one of them
+    fails half-way; a lock file beside the database lets exactly one create it.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(uri[len("sqlite:///"):] + ".lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -121,6 +121,13 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
         threadpool_limits(threads)
     storage = search.open_storage(search.storage_url(cfg))
     study = search.open_study(cfg, storage)
+    # Each process needs its own sampler stream, or two workers would propose the same values.
+    # A lone worker keeps the configured seed, so a single-worker study is reproducible.
+    others = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+              if t.user_attrs.get("owner") != search.owner_tag()]
+    offset = worker if worker or not others else os.getpid()
+    if offset:
+        study.sampler = search.make_sampler(cfg, seed_offset=offset)
     tracker = tracker or make_tracker(cfg)
     parent = tracker.handle(parent_id)
     space = cfg["search"]["space"]
@@ -139,7 +146,10 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
         run = tracker.start_run(f"trial-{trial.number}", params=flatten(tcfg), tags=tags, parent=parent)
         trial.set_user_attr("mlflow_run_id", run.id)
 
+        epochs_seen = [0]
+
         def report(epoch: int, row: dict) -> None:
+            epochs_seen[0] = epoch
             run.log_metrics(epoch, row)
             value = row.get(objective_key)
             if value is not None and math.isfinite(value):
@@ -151,7 +161,7 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
             fitted = fit(tcfg, data, cfg["seed"], report)
         except optuna.TrialPruned as exc:
             trial.set_user_attr("reason", str(exc))
-            trial.set_user_attr("epochs", len(trial.intermediate_values))
+            trial.set_user_attr("epochs", epochs_seen[0])
             run.set_tags({"state": "PRUNED", "reason": str(exc)})
             run.end(FINISHED)
             print(f"{label}trial {trial.number}: {_values_text(values)}  {exc}", flush=True)
