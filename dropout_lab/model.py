@@ -11,7 +11,8 @@ evaluation simply uses the network as it is: no mask, no rescaling.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -69,30 +70,40 @@ def loss_forward_backward(
     ``"mean"`` averages over the batch, ``"sum"`` adds (the post's full-batch update).
     """
     n, k = z.shape
-    if k == 1:
-        y_hat = 1.0 / (1.0 + np.exp(-z))
-        target = y.reshape(n, 1).astype(z.dtype)
-    else:
-        y_hat = np.exp(z - z.max(axis=1, keepdims=True))
-        y_hat /= y_hat.sum(axis=1, keepdims=True)
-        target = np.zeros_like(y_hat)
-        target[np.arange(n), y] = 1
     scale = 1.0 / n if reduction == "mean" else 1.0
+    if k == 1:
+        # y_hat = 1 / (1 + exp(-z)), computed in one array; the target is y as a column (N, 1).
+        y_hat = np.negative(z)
+        np.exp(y_hat, out=y_hat)
+        y_hat += 1.0
+        np.reciprocal(y_hat, out=y_hat)
+        diff = y_hat - y.reshape(n, 1).astype(z.dtype, copy=False)  # y_hat - target (N, 1)
+    else:
+        # Softmax, shifted by the row maximum against overflow.
+        y_hat = np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True))
+        np.exp(y_hat, out=y_hat)
+        y_hat /= np.add.reduce(y_hat, axis=1, keepdims=True)
+        rows = np.arange(n)
+        diff = y_hat.copy()  # y_hat - target, the target being one-hot: subtract 1 at each label
+        diff[rows, y] -= 1
     if loss == "xent":
         eps = np.finfo(z.dtype).tiny
         if k == 1:
+            target = y.reshape(n, 1).astype(z.dtype)
             total = -(target * np.log(y_hat + eps) + (1 - target) * np.log(1 - y_hat + eps)).sum()
         else:
-            total = -np.log(y_hat[np.arange(n), y] + eps).sum()
-        dz = (y_hat - target) * scale
+            total = -np.log(y_hat[rows, y] + eps).sum()
+        dz = diff  # (y_hat - target): the natural pairing of cross-entropy with sigmoid / softmax
     else:  # mse
-        diff = y_hat - target
-        total = 0.5 * float((diff * diff).sum())
+        total = 0.5 * float(np.add.reduce(np.square(diff), axis=None))
         if k == 1:
-            dz = diff * y_hat * (1 - y_hat) * scale
+            dz = diff * y_hat  # diff * sigmoid'(z) = diff * y_hat * (1 - y_hat)
+            dz *= 1.0 - y_hat
         else:
             # Jacobian of the softmax applied to diff: y_hat * (diff - <diff, y_hat>).
-            dz = y_hat * (diff - (diff * y_hat).sum(axis=1, keepdims=True)) * scale
+            dz = y_hat * (diff - (diff * y_hat).sum(axis=1, keepdims=True))
+    if scale != 1.0:
+        dz *= scale
     return float(total) * scale, y_hat, dz
 
 
@@ -160,28 +171,53 @@ def expand_drop_hidden(drop_hidden: object, n_hidden: int) -> list[float]:
     return [check_drop_rate("model.drop_hidden", drop_hidden)] * n_hidden
 
 
+class LayerWork:
+    """Work arrays of one weight layer for batches of ``n`` rows, reused from batch to batch.
+
+    ``keep`` (n, fan_in): dropout multipliers of the layer's input, 0 (dropped) or 1 / (1 - drop_rate);
+    ``h_drop`` (n, fan_in): the input after dropout; ``h``: the input the layer saw (``h_drop``, the
+    data, or the activation of the layer below), needed for dL/dW; ``z`` (n, fan_out): the
+    pre-activation, overwritten in place by the activation; ``dh`` (n, fan_in): dL/dh (not for the
+    first layer: no gradient is needed with respect to the data).
+    """
+
+    __slots__ = ("drop_rate", "scale", "keep", "h_drop", "h", "z", "dh")
+
+    def __init__(self, n: int, fan_in: int, fan_out: int, drop_rate: float, first: bool, dtype: np.dtype) -> None:
+        self.drop_rate = drop_rate
+        self.scale = 1.0 / (1.0 - drop_rate)
+        dropout = drop_rate > 0
+        self.keep = np.empty((n, fan_in), dtype=dtype) if dropout else None
+        self.h_drop = np.empty((n, fan_in), dtype=dtype) if dropout else None
+        self.h: np.ndarray | None = None
+        self.z = np.empty((n, fan_out), dtype=dtype)
+        self.dh = None if first else np.empty((n, fan_in), dtype=dtype)
+
+
 class MLP:
     """Weights of a multilayer perceptron plus its forward and backward passes.
 
     ``W[l]`` has shape (fan_in, fan_out) and ``b[l]`` shape (fan_out,): layer ``l`` computes
-    ``z = h @ W[l] + b[l]``. The forward pass in training mode keeps what backward needs in
-    ``self._cache``; buffers are reused between batches of the same size (no per-batch allocation of
-    activations or masks).
+    ``z = h @ W[l] + b[l]``. All of them are views into one flat vector :attr:`flat` (in the order of
+    :attr:`params`), so an optimiser can update every parameter with a few whole-vector operations.
+
+    A training pass keeps what backward needs in per-layer work arrays, allocated once per batch
+    size and reused from batch to batch (no per-batch allocation of activations or masks).
     """
 
     def __init__(self, spec: MLPSpec, rng: np.random.Generator) -> None:
         self.spec = spec
         self.dtype = np.dtype(spec.dtype)
-        self.W: list[np.ndarray] = []
-        self.b: list[np.ndarray] = []
-        sizes = spec.sizes
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            self.W.append(init_weights(fan_in, fan_out, spec.init, rng).astype(self.dtype))
-            self.b.append(np.zeros(fan_out, dtype=self.dtype))
+        self.flat, views = self.new_flat()
+        self.W: list[np.ndarray] = views[0::2]
+        self.b: list[np.ndarray] = views[1::2]
+        for W, b in zip(self.W, self.b):
+            W[...] = init_weights(W.shape[0], W.shape[1], spec.init, rng)
+            b[...] = 0
         # Per-layer drop rates of the *inputs* to each weight layer: the input layer, then hidden ones.
         self.drop_rates = [float(spec.drop_input), *spec.drop_hidden]
-        self._buffers: dict[tuple, np.ndarray] = {}
-        self._cache: list[tuple[np.ndarray, np.ndarray | None, float]] = []
+        self._work: dict[int, list[LayerWork]] = {}  # batch size N -> work arrays of every layer
+        self._train_work: list[LayerWork] = []  # those of the last training pass, for backward
 
     # -- parameters ---------------------------------------------------------------------------
     @property
@@ -189,12 +225,31 @@ class MLP:
         """All parameter arrays, in a fixed order: W0, b0, W1, b1, ..."""
         return [p for pair in zip(self.W, self.b) for p in pair]
 
-    def _buf(self, name: str, layer: int, shape: tuple[int, ...], dtype: np.dtype | None = None) -> np.ndarray:
-        key = (name, layer, shape)
-        buf = self._buffers.get(key)
-        if buf is None:
-            buf = self._buffers[key] = np.empty(shape, dtype=dtype or self.dtype)
-        return buf
+    def new_flat(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """A zero vector laid out like the parameters, and its views shaped like W0, b0, W1, b1, ..."""
+        sizes = self.spec.sizes
+        shapes = [shape for fan_in, fan_out in zip(sizes[:-1], sizes[1:]) for shape in ((fan_in, fan_out), (fan_out,))]
+        flat = np.zeros(sum(math.prod(s) for s in shapes), dtype=self.dtype)
+        views, start = [], 0
+        for shape in shapes:
+            size = math.prod(shape)
+            views.append(flat[start:start + size].reshape(shape))
+            start += size
+        return flat, views
+
+    def owns_flat(self) -> bool:
+        """True while every parameter array is still a view into :attr:`flat` (none was replaced)."""
+        return all(p.base is self.flat for p in self.params)
+
+    def _work_for(self, n: int) -> list["LayerWork"]:
+        work = self._work.get(n)
+        if work is None:
+            sizes = self.spec.sizes
+            work = self._work[n] = [
+                LayerWork(n, fan_in, fan_out, self.drop_rates[layer], layer == 0, self.dtype)
+                for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+            ]
+        return work
 
     # -- forward / backward --------------------------------------------------------------------
     def forward(self, X: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -203,29 +258,24 @@ class MLP:
         With ``rng`` the pass is a training pass: dropout masks are drawn from ``rng`` and what the
         backward pass needs is cached. Without ``rng`` it is evaluation: no masks, no rescaling.
         """
-        train = rng is not None
-        self._cache = []
+        if rng is None:
+            return self._evaluate(X)
+        work = self._train_work = self._work_for(X.shape[0])
+        activation = self.spec.activation
+        last = len(work) - 1
         h = X
-        n = X.shape[0]
-        last = len(self.W) - 1
-        for layer, (W, b) in enumerate(zip(self.W, self.b)):
-            drop_rate = self.drop_rates[layer]
-            mask = None
-            if train and drop_rate > 0:
-                # Inverted dropout on this layer's input h (N, fan_in): zero each unit with
-                # probability drop_rate, scale the survivors by 1 / (1 - drop_rate).
-                u = rng.random(h.shape, dtype=self.dtype, out=self._buf("u", layer, h.shape))
-                mask = np.greater_equal(u, drop_rate, out=self._buf("mask", layer, h.shape, np.bool_))
-                h = np.multiply(h, mask, out=self._buf("hdrop", layer, h.shape))
-                h *= 1.0 / (1.0 - drop_rate)
-            if train:
-                self._cache.append((h, mask, drop_rate))
-            z = np.matmul(h, W, out=self._buf("z", layer, (n, W.shape[1])) if train else None)
-            z += b
-            if layer < last:
-                h = act_forward(z, self.spec.activation)
-            else:
-                h = z
+        for layer, w in enumerate(work):
+            if w.drop_rate > 0:
+                # Inverted dropout on this layer's input h (N, fan_in): keep each unit with
+                # probability 1 - drop_rate and scale the survivors by 1 / (1 - drop_rate).
+                keep = rng.random(h.shape, dtype=self.dtype, out=w.keep)  # U[0, 1)
+                np.greater_equal(keep, w.drop_rate, out=keep)  # 1 kept, 0 dropped
+                keep *= w.scale  # 1 / (1 - drop_rate) kept, 0 dropped
+                h = np.multiply(h, keep, out=w.h_drop)
+            w.h = h
+            z = np.matmul(h, self.W[layer], out=w.z)
+            z += self.b[layer]
+            h = act_forward(z, activation) if layer < last else z
         return h
 
     def backward(self, dz: np.ndarray, grads: list[np.ndarray]) -> None:
@@ -233,22 +283,38 @@ class MLP:
 
         Writes the gradients into ``grads`` (same order and shapes as :attr:`params`).
         """
-        for layer in range(len(self.W) - 1, -1, -1):
-            h, mask, drop_rate = self._cache[layer]
-            W = self.W[layer]
-            np.matmul(h.T, dz, out=grads[2 * layer])
-            np.sum(dz, axis=0, out=grads[2 * layer + 1])
+        work = self._train_work
+        activation = self.spec.activation
+        for layer in range(len(work) - 1, -1, -1):
+            w = work[layer]
+            np.matmul(w.h.T, dz, out=grads[2 * layer])  # dL/dW (fan_in, fan_out)
+            np.add.reduce(dz, axis=0, out=grads[2 * layer + 1])  # dL/db (fan_out,)
             if layer == 0:
                 break
-            dh = np.matmul(dz, W.T, out=self._buf("dh", layer, h.shape))
-            if mask is not None:
-                # Gradient flows only through the units that were kept, with the same scale.
-                np.multiply(dh, mask, out=dh)
-                dh *= 1.0 / (1.0 - drop_rate)
-            # Activation derivative from the output a of layer-1; where a unit was dropped the
-            # gradient is already zero, so a's value there does not matter.
-            a = self._buf("z", layer - 1, h.shape)
-            dz = act_backward(dh, a, self.spec.activation)
+            dh = np.matmul(dz, self.W[layer].T, out=w.dh)  # dL/dh (N, fan_in)
+            if activation == "relu":
+                # relu'(z) is 1 exactly where the output a is > 0; dropout passed the gradient only
+                # through the kept units. Both at once: where the dropped-out input h is > 0.
+                np.multiply(dh, w.h > 0, out=dh)
+                if w.drop_rate > 0:
+                    dh *= w.scale
+            else:
+                if w.drop_rate > 0:
+                    dh *= w.keep  # only the kept units, scaled as in the forward pass
+                # Activation derivative from the output a (N, fan_in) of layer - 1; where a unit was
+                # dropped the gradient is already zero, so a's value there does not matter.
+                act_backward(dh, work[layer - 1].z, activation)
+            dz = dh
+
+    def _evaluate(self, X: np.ndarray) -> np.ndarray:
+        """Forward pass without dropout (evaluation): output pre-activations (N, K)."""
+        last = len(self.W) - 1
+        h = X
+        for layer, (W, b) in enumerate(zip(self.W, self.b)):
+            z = np.matmul(h, W)
+            z += b
+            h = act_forward(z, self.spec.activation) if layer < last else z
+        return h
 
     # -- inference -----------------------------------------------------------------------------
     def predict_proba(self, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:

@@ -384,10 +384,11 @@ def fail_dead_trials(study, storage, on_failed: Callable[[Any], None] | None = N
         owner = t.user_attrs.get("owner", "")
         if owner and _owner_dead(owner):
             try:
+                # The reason first: a finished trial can no longer be changed.
+                storage.set_trial_user_attr(t._trial_id, "killed_reason", f"worker {owner} died while running it")
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             except Exception:  # noqa: BLE001 - already finished by someone else
                 continue
-            storage.set_trial_user_attr(t._trial_id, "killed_reason", f"worker {owner} died while running it")
             failed.append(t.number)
             if on_failed is not None:
                 on_failed(t)

@@ -117,51 +117,88 @@ def evaluate(model: MLP, X: np.ndarray, y: np.ndarray, loss: str, batch_size: in
 
 
 class Optimizer:
-    """SGD with (Nesterov) momentum or Adam, with L2 weight decay and max-norm, updating in place."""
+    """SGD with (Nesterov) momentum or Adam, with L2 weight decay and max-norm, updating in place.
+
+    Gradients, velocities and Adam's second moments are laid out like :attr:`MLP.flat`, so one step
+    updates all parameters at once. It goes through the flat vectors in slices of ``CHUNK``
+    numbers: all arrays of one slice stay in the CPU cache between the few operations of the update,
+    which then reads and writes main memory once instead of once per operation.
+    """
+
+    CHUNK = 1 << 15
 
     def __init__(self, model: MLP, s: TrainSettings) -> None:
         self.model, self.s = model, s
         self.params = model.params
-        self.grads = [np.zeros_like(p) for p in self.params]
         self.is_weight = [p.ndim == 2 for p in self.params]
-        self.velocity = [np.zeros_like(p) for p in self.params] if s.optimizer == "adam" or s.momentum > 0 else None
-        self.second = [np.zeros_like(p) for p in self.params] if s.optimizer == "adam" else None
+        self.flat_grads, self.grads = model.new_flat()
+        momentum = s.optimizer == "adam" or s.momentum > 0
+        self.flat_velocity, self.velocity = model.new_flat() if momentum else (None, None)
+        self.flat_second, self.second = model.new_flat() if s.optimizer == "adam" else (None, None)
+        # Slices of the flat vectors updated together; per parameter if one was replaced (not a view).
+        if model.owns_flat():
+            size = model.flat.size
+            self.slices = [slice(start, min(start + self.CHUNK, size)) for start in range(0, size, self.CHUNK)]
+            self.work = [np.empty(min(self.CHUNK, size), dtype=model.dtype) for _ in range(2)]
+        else:
+            self.slices = None
+            self.work = [np.empty(max(p.size for p in self.params), dtype=model.dtype) for _ in range(2)]
         self.t = 0
 
     def step(self, lr: float) -> None:
         s = self.s
         self.t += 1
-        for i, (p, g) in enumerate(zip(self.params, self.grads)):
-            if s.weight_decay and self.is_weight[i]:
-                g += s.weight_decay * p
-            if s.optimizer == "adam":
-                b1, b2 = s.adam_betas
-                m, v = self.velocity[i], self.second[i]
-                m *= b1
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * (g * g)
-                step = lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
-                p -= step * m / (np.sqrt(v) + 1e-8)
-            elif self.velocity is not None:
-                # PyTorch's formulation: buf = mu * buf + g; Nesterov steps along g + mu * buf.
-                buf = self.velocity[i]
-                buf *= s.momentum
-                buf += g
-                if s.nesterov:
-                    g += s.momentum * buf
-                    p -= lr * g
-                else:
-                    p -= lr * buf
+        if s.weight_decay:
+            for p, g, is_weight in zip(self.params, self.grads, self.is_weight):
+                if is_weight:
+                    g += s.weight_decay * p  # the gradient of 0.5 * weight_decay * |W|^2
+        if self.slices is not None:
+            flats = (self.model.flat, self.flat_grads, self.flat_velocity, self.flat_second)
+            for part in self.slices:
+                self._update(*(None if a is None else a[part] for a in flats), lr)
+        else:
+            for i, (p, g) in enumerate(zip(self.params, self.grads)):
+                self._update(p, g, None if self.velocity is None else self.velocity[i],
+                             None if self.second is None else self.second[i], lr)
+        if s.max_norm is not None:
+            for p, is_weight in zip(self.params, self.is_weight):
+                if is_weight:
+                    # Max-norm (Srivastava et al. 2014): each unit's incoming weight vector, a column
+                    # of W (fan_in, fan_out), is projected back onto the ball of radius max_norm.
+                    norms = np.sqrt(np.einsum("ij,ij->j", p, p))
+                    over = norms > s.max_norm
+                    if over.any():
+                        p[:, over] *= (s.max_norm / norms[over]).astype(p.dtype)
+
+    def _update(self, p: np.ndarray, g: np.ndarray, m: np.ndarray | None, v: np.ndarray | None, lr: float) -> None:
+        """One update of parameters ``p`` from gradients ``g`` (same shape), in place."""
+        s = self.s
+        tmp = self.work[0][:p.size].reshape(p.shape)
+        if s.optimizer == "adam":
+            b1, b2 = s.adam_betas
+            m *= b1
+            m += np.multiply(g, 1 - b1, out=tmp)  # m = b1 * m + (1 - b1) * g
+            v *= b2
+            np.multiply(g, g, out=tmp)
+            tmp *= 1 - b2
+            v += tmp  # v = b2 * v + (1 - b2) * g^2
+            step = lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+            denom = np.sqrt(v, out=self.work[1][:p.size].reshape(p.shape))
+            denom += 1e-8
+            np.multiply(m, step, out=tmp)
+            tmp /= denom
+            p -= tmp  # p -= step * m / (sqrt(v) + 1e-8)
+        elif m is not None:
+            # PyTorch's formulation: m = momentum * m + g; Nesterov steps along g + momentum * m.
+            m *= s.momentum
+            m += g
+            if s.nesterov:
+                g += np.multiply(m, s.momentum, out=tmp)
+                p -= np.multiply(g, lr, out=tmp)
             else:
-                p -= lr * g
-            if s.max_norm is not None and self.is_weight[i]:
-                # Max-norm (Srivastava et al. 2014): each unit's incoming weight vector, a column
-                # of W (fan_in, fan_out), is projected back onto the ball of radius max_norm.
-                norms = np.sqrt(np.einsum("ij,ij->j", p, p))
-                over = norms > s.max_norm
-                if over.any():
-                    p[:, over] *= (s.max_norm / norms[over]).astype(p.dtype)
+                p -= np.multiply(m, lr, out=tmp)
+        else:
+            p -= np.multiply(g, lr, out=tmp)
 
 
 def train(

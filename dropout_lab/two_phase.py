@@ -115,6 +115,7 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
     """Run trials until the study has ``search.n_trials`` finished ones (or the timeout passes)."""
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if threads:
         from threadpoolctl import threadpool_limits
 
@@ -191,7 +192,6 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
               f"epochs {m['epochs']}", flush=True)
         return value
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     while time.monotonic() < deadline:
         search.fail_dead_trials(study, storage, on_failed=lambda t: tracker.mark_killed(
             t.user_attrs.get("mlflow_run_id"), f"trial {t.number}: its worker died"))
