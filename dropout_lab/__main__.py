@@ -96,6 +96,17 @@ def _compact_config_errors() -> None:
 
                 print(f"error: {_one_paragraph(exc)}", file=sys.stderr, flush=True)
                 sys.exit(EXIT_BAD_INPUT)
+            except OSError as exc:
+                # Typically the output folder (hydra.run.dir) or the working directory is not writable.
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                from dropout_lab.app import EXIT_BAD_INPUT
+
+                where = f" {exc.filename!r}" if exc.filename else ""
+                print(f"error: cannot write{where}: {exc.strerror or exc}. Allowed: a writable output folder "
+                      "(hydra.run.dir, default outputs/ in the working directory) and a writable working "
+                      "directory for mlflow.db and optuna.journal.", file=sys.stderr, flush=True)
+                sys.exit(EXIT_BAD_INPUT)
 
         return original(guarded)
 

@@ -57,9 +57,9 @@ def run_train(cfg: dict, output_dir: Path) -> int:
     from dropout_lab.tracking import FAILED, FINISHED, make_tracker
 
     start = time.perf_counter()
+    tracker = make_tracker(cfg)
     data = load_dataset(cfg["dataset"], cfg["model"]["dtype"])
     print(data.describe(), flush=True)
-    tracker = make_tracker(cfg)
     tags = {"phase": "single", "dataset": data.name, "output_dir": str(output_dir)}
     with tracker.start_run(f"train-seed{cfg['seed']}", params=flatten(cfg), tags=tags) as mlrun:
         progress = Progress("train", _epochs(cfg, data.X_train.shape[0]), cfg["progress"])

@@ -326,13 +326,14 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
 
     start = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = load_dataset(cfg["dataset"], cfg["model"]["dtype"])
-    print(data.describe(), flush=True)
+    # Stores first: a bad storage or tracking URI is reported before any work is done.
     storage_url = search.storage_url(cfg)
     storage = search.open_storage(storage_url)
     study = search.open_study(cfg, storage)
     # Create the MLflow store and experiment here, once, before any worker process starts.
     tracker = make_tracker(cfg)
+    data = load_dataset(cfg["dataset"], cfg["model"]["dtype"])
+    print(data.describe(), flush=True)
     study_name = study.study_name
     print(f"study '{study_name}' in {search._redact(storage_url)}: {search.finished_count(study)} of "
           f"{cfg['search']['n_trials']} trials finished so far", flush=True)
