@@ -329,11 +329,13 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
     # Stores first: a bad storage or tracking URI is reported before any work is done.
     storage_url = search.storage_url(cfg)
     storage = search.open_storage(storage_url)
-    study = search.open_study(cfg, storage)
     # Create the MLflow store and experiment here, once, before any worker process starts.
     tracker = make_tracker(cfg)
+    # The data before the study: a typo in a data path must not leave a study behind that the
+    # corrected command would then refuse as "created with another configuration".
     data = load_dataset(cfg["dataset"], cfg["model"]["dtype"])
     print(data.describe(), flush=True)
+    study = search.open_study(cfg, storage)
     study_name = study.study_name
     print(f"study '{study_name}' in {search._redact(storage_url)}: {search.finished_count(study)} of "
           f"{cfg['search']['n_trials']} trials finished so far", flush=True)
