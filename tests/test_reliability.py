@@ -97,8 +97,8 @@ def test_two_workers_share_one_study_and_lose_no_write(tmp_path):
     from optuna.trial import TrialState
 
     # Trials long enough (~1 s) that the second process, which starts in a few seconds, gets some.
-    args = [*BASE, "search.n_trials=8", "dataset.n_samples=3000", "trainer.epochs=30", "search.n_workers=2",
-            "search.pruner=none"]
+    args = [*BASE, "search.n_trials=8", "dataset.n_samples=3000", "two_phase.widths=[128]", "trainer.epochs=60",
+            "search.n_workers=2", "search.pruner=none"]
     proc = run_dropout_lab(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "database is locked" not in proc.stdout + proc.stderr
