@@ -122,6 +122,22 @@ class TrackingConfig:
 
 
 @dataclass
+class CompareArm:
+    label: str = ""
+    # Config keys under model., trainer. or dataset. -> values, applied on top of the composed config;
+    # nested ({model: {drop_input: 0.2}}) or dotted ({model.drop_input: 0.2}).
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CompareConfig:
+    # task=compare: configuration a and b, each trained with seeds seed, seed+1, ..., seed+seeds-1.
+    seeds: int = 5
+    a: CompareArm = field(default_factory=lambda: CompareArm(label="a"))
+    b: CompareArm = field(default_factory=lambda: CompareArm(label="b"))
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -129,6 +145,7 @@ class Config:
     two_phase: TwoPhaseConfig = field(default_factory=TwoPhaseConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     task: str = "train"
     experiment_name: str = "dropout_lab"
     seed: int = 0
@@ -144,6 +161,7 @@ def register_configs() -> None:
     for group, node in [
         ("dataset", DatasetConfig), ("model", ModelConfig), ("trainer", TrainerConfig),
         ("two_phase", TwoPhaseConfig), ("search", SearchConfig), ("tracking", TrackingConfig),
+        ("compare", CompareConfig),
     ]:
         cs.store(group=group, name=f"{group}_schema", node=node)
 
@@ -285,6 +303,38 @@ def validate(cfg: dict) -> None:
     if tr["backend"] not in ("mlflow", "none"):
         raise bad_value("tracking.backend", tr["backend"], "mlflow | none")
     _number("tracking.flush_seconds", tr["flush_seconds"], low=0, allowed="a number of seconds >= 0")
+
+    c = cfg.get("compare")
+    if c is not None:
+        _number("compare.seeds", c["seeds"], low=1, integer=True, allowed="a whole number of seeds >= 1")
+        for arm in ("a", "b"):
+            compare_overrides(cfg, arm)
+
+
+COMPARE_SECTIONS = ("model", "trainer", "dataset")
+
+
+def compare_overrides(cfg: dict, arm: str) -> dict[str, Any]:
+    """``compare.<arm>.overrides`` as dotted keys -> values, each key checked to be an existing
+    ``model.``, ``trainer.`` or ``dataset.`` key of the config."""
+    where = f"compare.{arm}.overrides"
+    overrides = cfg["compare"][arm].get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise bad_value(where, overrides, "a mapping of config keys to values, e.g. {model.drop_hidden: 0.5}")
+    known = set(flatten({s: cfg[s] for s in COMPARE_SECTIONS}))
+    flat = flatten(overrides)
+    for key in flat:
+        if key not in known:
+            section = key.split(".")[0]
+            examples = sorted(k for k in known if k.startswith(section + ".")) if section in COMPARE_SECTIONS else []
+            raise ConfigError(
+                f"unknown key '{where}.{key}': allowed: existing keys under model., trainer. or dataset.; "
+                + (f"under {section}.: {', '.join(examples)}." if examples else
+                   "e.g. model.drop_input, model.drop_hidden, trainer.lr, dataset.max_train.")
+            )
+    return flat
+
+
 
 
 def validate_space_entry(name: str, spec: Any) -> None:

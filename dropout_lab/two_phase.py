@@ -406,6 +406,10 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
 
         capacity(phase1["rows"], width, plot, f"Phase 1 on {cfg['dataset']['name']}: accuracy vs width")
         parent.log_artifact(plot)
+        from dropout_lab.plots import search_figures
+
+        for path in search_figures(study, output_dir, cfg["search"]["objective"]):
+            parent.log_artifact(path)
     parent.log_metrics(0, {"baseline_test_acc": summary["final"]["baseline"]["test_acc"]["mean"] or math.nan,
                            "dropout_test_acc": summary["final"]["dropout"]["test_acc"]["mean"] or math.nan,
                            "best_value": best.value})
