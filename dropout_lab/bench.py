@@ -21,8 +21,8 @@ here is used by training.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import math
 import os
 import statistics
 import sys
@@ -129,10 +129,9 @@ def numpy_runner(case: Case, X: np.ndarray, y: np.ndarray, epochs: int) -> Calla
 # PyTorch CPU: the same shapes, dropout, loss and SGD with momentum
 # ----------------------------------------------------------------------------------------------
 
-def torch_runner(case: Case, X: np.ndarray, y: np.ndarray, epochs: int, threads: int) -> Callable[[], float]:
+def torch_runner(case: Case, X: np.ndarray, y: np.ndarray, epochs: int) -> Callable[[], float]:
     import torch
 
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
     dtype = getattr(torch, case.dtype)
     layers: list[torch.nn.Module] = []
@@ -186,6 +185,24 @@ def torch_runner(case: Case, X: np.ndarray, y: np.ndarray, epochs: int, threads:
     return run
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """PyTorch's intra-op threads set to ``threads`` while benchmarking (if torch is loaded), then restored."""
+    previous = None
+    if threads is not None and torch_version() is not None:
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            import torch
+
+            torch.set_num_threads(previous)
+
+
 def torch_version() -> str | None:
     try:
         import torch
@@ -228,7 +245,7 @@ def bench_case(case: Case, args, gemm: dict[str, float] | None) -> None:
     if args.torch and not use_torch:
         emit(case=case.name, impl="torch", skipped="torch is not importable (pip install -e .[bench])")
     if use_torch:
-        runners["torch"] = torch_runner(case, X, y, epochs, args.threads)
+        runners["torch"] = torch_runner(case, X, y, epochs)
     for run in runners.values():  # warm-up: buffers, thread pools, caches
         run()
     rates: dict[str, list[float]] = {name: [] for name in runners}
@@ -261,14 +278,18 @@ def bench_case(case: Case, args, gemm: dict[str, float] | None) -> None:
              meaning="numpy samples/s over torch samples/s, median of back-to-back pairs")
 
 
-def set_threads(threads: int) -> str:
-    """Limit NumPy's BLAS pool to ``threads`` (via threadpoolctl when available)."""
+@contextlib.contextmanager
+def blas_threads(threads: int):
+    """Limit NumPy's BLAS pool to ``threads`` (via threadpoolctl when installed), restored afterwards.
+
+    Yields a description for the report."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        return "unchanged (threadpoolctl not installed; set OPENBLAS_NUM_THREADS)"
-    threadpool_limits(threads, user_api="blas")
-    return str(threads)
+        yield "unchanged (threadpoolctl is not installed: set OPENBLAS_NUM_THREADS)"
+        return
+    with threadpool_limits(threads, user_api="blas"):
+        yield str(threads)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -291,22 +312,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    blas = set_threads(args.threads)
-    emit(case="machine", cpus=os.cpu_count(), threads=args.threads, blas_threads=blas, numpy=np.__version__,
-         torch=torch_version() if args.torch else None, python=sys.version.split()[0])
-    names = ["gemm", "large", "small", "seed"] if args.case == "all" else [args.case]
-    gemm = None
-    if "gemm" in names or "large" in names:
-        gemm = bench_gemm(args.gemm_seconds)
-    for name in names:
-        if name == "gemm":
-            continue
-        case = CASES[name]
-        if args.rows and name != "seed":
-            case = Case(**{**case.__dict__, "rows": args.rows})
-        if args.steps and name == "seed":
-            case = Case(**{**case.__dict__, "steps": args.steps})
-        bench_case(case, args, gemm)
+    with blas_threads(args.threads) as blas, torch_threads(args.threads if args.torch else None):
+        emit(case="machine", cpus=os.cpu_count(), threads=args.threads, blas_threads=blas, numpy=np.__version__,
+             torch=torch_version() if args.torch else None, python=sys.version.split()[0])
+        names = ["gemm", "large", "small", "seed"] if args.case == "all" else [args.case]
+        gemm = None
+        if "gemm" in names or "large" in names:
+            gemm = bench_gemm(args.gemm_seconds)
+        for name in names:
+            if name == "gemm":
+                continue
+            case = CASES[name]
+            if args.rows and name != "seed":
+                case = Case(**{**case.__dict__, "rows": args.rows})
+            if args.steps and name == "seed":
+                case = Case(**{**case.__dict__, "steps": args.steps})
+            bench_case(case, args, gemm)
     return 0
 
 

@@ -36,8 +36,8 @@ def act_forward(z: np.ndarray, name: str) -> np.ndarray:
     elif name == "sigmoid":
         np.negative(z, out=z)
         np.exp(z, out=z)
-        z += 1
-        np.reciprocal(z, out=z)
+        np.add(z, 1.0, out=z)
+        np.reciprocal(z, out=z)  # 1 / (1 + exp(-z))
     elif name == "tanh":
         np.tanh(z, out=z)
     return z
@@ -49,9 +49,9 @@ def act_backward(da: np.ndarray, a: np.ndarray, name: str) -> np.ndarray:
         # relu'(z) is 1 exactly where the output is positive.
         np.multiply(da, a > 0, out=da)
     elif name == "sigmoid":
-        da *= a * (1 - a)
+        da *= np.multiply(a, np.subtract(1.0, a))  # sigmoid'(z) = a * (1 - a)
     elif name == "tanh":
-        da *= 1 - a * a
+        da *= np.subtract(1.0, np.square(a))  # tanh'(z) = 1 - a^2
     return da
 
 
@@ -95,7 +95,7 @@ def loss_forward_backward(
             total = -np.log(y_hat[rows, y] + eps).sum()
         dz = diff  # (y_hat - target): the natural pairing of cross-entropy with sigmoid / softmax
     else:  # mse
-        total = 0.5 * float(np.add.reduce(np.square(diff), axis=None))
+        total = 0.5 * float(np.vdot(diff, diff))
         if k == 1:
             dz = diff * y_hat  # diff * sigmoid'(z) = diff * y_hat * (1 - y_hat)
             dz *= 1.0 - y_hat
@@ -178,20 +178,27 @@ class LayerWork:
     ``h_drop`` (n, fan_in): the input after dropout; ``h``: the input the layer saw (``h_drop``, the
     data, or the activation of the layer below), needed for dL/dW; ``z`` (n, fan_out): the
     pre-activation, overwritten in place by the activation; ``dh`` (n, fan_in): dL/dh (not for the
-    first layer: no gradient is needed with respect to the data).
+    first layer: no gradient is needed with respect to the data); ``ones`` (n,).
+
+    ``drop_rate`` and ``scale`` are 0-d arrays of the network's dtype: as operands they give the
+    same results as Python floats, with less overhead per NumPy call (it adds up on tiny batches).
     """
 
-    __slots__ = ("drop_rate", "scale", "keep", "h_drop", "h", "z", "dh")
+    __slots__ = ("dtype", "activation", "drop_rate", "scale", "keep", "h_drop", "h", "z", "dh", "ones")
 
-    def __init__(self, n: int, fan_in: int, fan_out: int, drop_rate: float, first: bool, dtype: np.dtype) -> None:
-        self.drop_rate = drop_rate
-        self.scale = 1.0 / (1.0 - drop_rate)
+    def __init__(self, n: int, fan_in: int, fan_out: int, drop_rate: float, activation: str | None,
+                 first: bool, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        self.activation = activation  # None for the output layer
         dropout = drop_rate > 0
+        self.drop_rate = np.array(drop_rate, dtype=dtype) if dropout else None
+        self.scale = np.array(1.0 / (1.0 - drop_rate), dtype=dtype)
         self.keep = np.empty((n, fan_in), dtype=dtype) if dropout else None
         self.h_drop = np.empty((n, fan_in), dtype=dtype) if dropout else None
         self.h: np.ndarray | None = None
         self.z = np.empty((n, fan_out), dtype=dtype)
         self.dh = None if first else np.empty((n, fan_in), dtype=dtype)
+        self.ones = np.ones(n, dtype=dtype)  # (n,): ones @ dz sums dz over the batch
 
 
 class MLP:
@@ -241,14 +248,15 @@ class MLP:
         """True while every parameter array is still a view into :attr:`flat` (none was replaced)."""
         return all(p.base is self.flat for p in self.params)
 
-    def _work_for(self, n: int) -> list["LayerWork"]:
-        work = self._work.get(n)
-        if work is None:
-            sizes = self.spec.sizes
-            work = self._work[n] = [
-                LayerWork(n, fan_in, fan_out, self.drop_rates[layer], layer == 0, self.dtype)
-                for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]))
-            ]
+    def _new_work(self, n: int) -> list["LayerWork"]:
+        """Work arrays of every layer for batches of ``n`` rows (kept for the next batch of that size)."""
+        sizes = self.spec.sizes
+        last = len(sizes) - 2
+        work = self._work[n] = [
+            LayerWork(n, fan_in, fan_out, self.drop_rates[layer], self.spec.activation if layer < last else None,
+                      layer == 0, self.dtype)
+            for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+        ]
         return work
 
     # -- forward / backward --------------------------------------------------------------------
@@ -260,22 +268,23 @@ class MLP:
         """
         if rng is None:
             return self._evaluate(X)
-        work = self._train_work = self._work_for(X.shape[0])
-        activation = self.spec.activation
-        last = len(work) - 1
+        if X.dtype != self.dtype:
+            X = X.astype(self.dtype)
+        n = X.shape[0]
+        work = self._train_work = self._work.get(n) or self._new_work(n)
         h = X
-        for layer, w in enumerate(work):
-            if w.drop_rate > 0:
+        for w, W, b in zip(work, self.W, self.b):
+            if w.keep is not None:
                 # Inverted dropout on this layer's input h (N, fan_in): keep each unit with
                 # probability 1 - drop_rate and scale the survivors by 1 / (1 - drop_rate).
-                keep = rng.random(h.shape, dtype=self.dtype, out=w.keep)  # U[0, 1)
+                keep = rng.random(dtype=w.dtype, out=w.keep)  # U[0, 1) (N, fan_in)
                 np.greater_equal(keep, w.drop_rate, out=keep)  # 1 kept, 0 dropped
-                keep *= w.scale  # 1 / (1 - drop_rate) kept, 0 dropped
+                np.multiply(keep, w.scale, out=keep)  # 1 / (1 - drop_rate) kept, 0 dropped
                 h = np.multiply(h, keep, out=w.h_drop)
             w.h = h
-            z = np.matmul(h, self.W[layer], out=w.z)
-            z += self.b[layer]
-            h = act_forward(z, activation) if layer < last else z
+            z = np.dot(h, W, out=w.z)  # (N, fan_out)
+            np.add(z, b, out=z)
+            h = act_forward(z, w.activation) if w.activation else z
         return h
 
     def backward(self, dz: np.ndarray, grads: list[np.ndarray]) -> None:
@@ -284,26 +293,29 @@ class MLP:
         Writes the gradients into ``grads`` (same order and shapes as :attr:`params`).
         """
         work = self._train_work
-        activation = self.spec.activation
         for layer in range(len(work) - 1, -1, -1):
             w = work[layer]
-            np.matmul(w.h.T, dz, out=grads[2 * layer])  # dL/dW (fan_in, fan_out)
-            np.add.reduce(dz, axis=0, out=grads[2 * layer + 1])  # dL/db (fan_out,)
+            np.dot(w.h.T, dz, out=grads[2 * layer])  # dL/dW (fan_in, fan_out)
+            np.dot(w.ones, dz, out=grads[2 * layer + 1])  # dL/db (fan_out,): the column sums of dz
             if layer == 0:
                 break
-            dh = np.matmul(dz, self.W[layer].T, out=w.dh)  # dL/dh (N, fan_in)
-            if activation == "relu":
-                # relu'(z) is 1 exactly where the output a is > 0; dropout passed the gradient only
-                # through the kept units. Both at once: where the dropped-out input h is > 0.
+            dh = np.dot(dz, self.W[layer].T, out=w.dh)  # dL/dh (N, fan_in)
+            # dL/dz of the layer below, whose output a (N, fan_in) became this layer's input h after
+            # dropout (h = a * keep): dh * keep * f'(z), computed from h where that is shorter.
+            below = work[layer - 1]
+            if below.activation == "relu":
+                # relu'(z) is 1 exactly where a > 0 and dropout passes only the kept units: the
+                # gradient passes exactly where h > 0, scaled like the forward pass.
                 np.multiply(dh, w.h > 0, out=dh)
-                if w.drop_rate > 0:
-                    dh *= w.scale
-            else:
-                if w.drop_rate > 0:
-                    dh *= w.keep  # only the kept units, scaled as in the forward pass
-                # Activation derivative from the output a (N, fan_in) of layer - 1; where a unit was
-                # dropped the gradient is already zero, so a's value there does not matter.
-                act_backward(dh, work[layer - 1].z, activation)
+                if w.keep is not None:
+                    np.multiply(dh, w.scale, out=dh)
+            elif w.keep is None:
+                act_backward(dh, below.z, below.activation)
+            elif below.activation == "sigmoid":
+                # keep * a * (1 - a) = h * (1 - a)
+                dh *= np.multiply(w.h, np.subtract(1.0, below.z))
+            else:  # tanh: keep * (1 - a^2) = keep - h * a
+                dh *= np.subtract(w.keep, np.multiply(w.h, below.z))
             dz = dh
 
     def _evaluate(self, X: np.ndarray) -> np.ndarray:

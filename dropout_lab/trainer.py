@@ -121,7 +121,7 @@ class Optimizer:
 
     Gradients, velocities and Adam's second moments are laid out like :attr:`MLP.flat`, so one step
     updates all parameters at once. It goes through the flat vectors in slices of ``CHUNK``
-    numbers: all arrays of one slice stay in the CPU cache between the few operations of the update,
+    numbers: the arrays of one slice stay in the CPU cache during the few operations of the update,
     which then reads and writes main memory once instead of once per operation.
     """
 
@@ -132,17 +132,23 @@ class Optimizer:
         self.params = model.params
         self.is_weight = [p.ndim == 2 for p in self.params]
         self.flat_grads, self.grads = model.new_flat()
-        momentum = s.optimizer == "adam" or s.momentum > 0
-        self.flat_velocity, self.velocity = model.new_flat() if momentum else (None, None)
-        self.flat_second, self.second = model.new_flat() if s.optimizer == "adam" else (None, None)
-        # Slices of the flat vectors updated together; per parameter if one was replaced (not a view).
+        self.kind = "adam" if s.optimizer == "adam" else "momentum" if s.momentum > 0 else "sgd"
+        none = [None] * len(self.params)
+        flat_m, m = model.new_flat() if self.kind != "sgd" else (None, none)  # velocity / first moment
+        flat_v, v = model.new_flat() if self.kind == "adam" else (None, none)  # second moment
+        self.velocity = None if flat_m is None else m
+        self.second = None if flat_v is None else v
+        # The pieces updated one after the other: (p, g, m, v, two scratch arrays of their shape).
         if model.owns_flat():
             size = model.flat.size
-            self.slices = [slice(start, min(start + self.CHUNK, size)) for start in range(0, size, self.CHUNK)]
-            self.work = [np.empty(min(self.CHUNK, size), dtype=model.dtype) for _ in range(2)]
-        else:
-            self.slices = None
-            self.work = [np.empty(max(p.size for p in self.params), dtype=model.dtype) for _ in range(2)]
+            flats = (model.flat, self.flat_grads, flat_m, flat_v)
+            pieces = [tuple(None if a is None else a[i:i + self.CHUNK] for a in flats)
+                      for i in range(0, size, self.CHUNK)]
+        else:  # a parameter array was replaced: update each on its own
+            pieces = list(zip(self.params, self.grads, m, v))
+        largest = max(p.size for p, *_ in pieces)
+        scratch = [np.empty(largest, dtype=model.dtype) for _ in range(2)]
+        self.pieces = [(p, g, m, v, *(t[:p.size].reshape(p.shape) for t in scratch)) for p, g, m, v in pieces]
         self.t = 0
 
     def step(self, lr: float) -> None:
@@ -152,14 +158,35 @@ class Optimizer:
             for p, g, is_weight in zip(self.params, self.grads, self.is_weight):
                 if is_weight:
                     g += s.weight_decay * p  # the gradient of 0.5 * weight_decay * |W|^2
-        if self.slices is not None:
-            flats = (self.model.flat, self.flat_grads, self.flat_velocity, self.flat_second)
-            for part in self.slices:
-                self._update(*(None if a is None else a[part] for a in flats), lr)
+        if self.kind == "adam":
+            b1, b2 = s.adam_betas
+            step = lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+            for p, g, m, v, tmp, denom in self.pieces:
+                m *= b1
+                m += np.multiply(g, 1 - b1, out=tmp)  # m = b1 * m + (1 - b1) * g
+                v *= b2
+                np.multiply(g, g, out=tmp)
+                tmp *= 1 - b2
+                v += tmp  # v = b2 * v + (1 - b2) * g^2
+                np.sqrt(v, out=denom)
+                denom += 1e-8
+                np.multiply(m, step, out=tmp)
+                tmp /= denom
+                p -= tmp  # p -= step * m / (sqrt(v) + 1e-8)
+        elif self.kind == "momentum":
+            # PyTorch's formulation: m = momentum * m + g; Nesterov steps along g + momentum * m.
+            mu = s.momentum
+            for p, g, m, _, tmp, _ in self.pieces:
+                m *= mu
+                m += g
+                if s.nesterov:
+                    g += np.multiply(m, mu, out=tmp)
+                    p -= np.multiply(g, lr, out=tmp)
+                else:
+                    p -= np.multiply(m, lr, out=tmp)
         else:
-            for i, (p, g) in enumerate(zip(self.params, self.grads)):
-                self._update(p, g, None if self.velocity is None else self.velocity[i],
-                             None if self.second is None else self.second[i], lr)
+            for p, g, _, _, tmp, _ in self.pieces:
+                p -= np.multiply(g, lr, out=tmp)
         if s.max_norm is not None:
             for p, is_weight in zip(self.params, self.is_weight):
                 if is_weight:
@@ -169,36 +196,6 @@ class Optimizer:
                     over = norms > s.max_norm
                     if over.any():
                         p[:, over] *= (s.max_norm / norms[over]).astype(p.dtype)
-
-    def _update(self, p: np.ndarray, g: np.ndarray, m: np.ndarray | None, v: np.ndarray | None, lr: float) -> None:
-        """One update of parameters ``p`` from gradients ``g`` (same shape), in place."""
-        s = self.s
-        tmp = self.work[0][:p.size].reshape(p.shape)
-        if s.optimizer == "adam":
-            b1, b2 = s.adam_betas
-            m *= b1
-            m += np.multiply(g, 1 - b1, out=tmp)  # m = b1 * m + (1 - b1) * g
-            v *= b2
-            np.multiply(g, g, out=tmp)
-            tmp *= 1 - b2
-            v += tmp  # v = b2 * v + (1 - b2) * g^2
-            step = lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
-            denom = np.sqrt(v, out=self.work[1][:p.size].reshape(p.shape))
-            denom += 1e-8
-            np.multiply(m, step, out=tmp)
-            tmp /= denom
-            p -= tmp  # p -= step * m / (sqrt(v) + 1e-8)
-        elif m is not None:
-            # PyTorch's formulation: m = momentum * m + g; Nesterov steps along g + momentum * m.
-            m *= s.momentum
-            m += g
-            if s.nesterov:
-                g += np.multiply(m, s.momentum, out=tmp)
-                p -= np.multiply(g, lr, out=tmp)
-            else:
-                p -= np.multiply(m, lr, out=tmp)
-        else:
-            p -= np.multiply(g, lr, out=tmp)
 
 
 def train(
@@ -235,38 +232,78 @@ def train(
     result = TrainResult(status="completed")
     best_val, best_params, bad_evals = math.inf, None, 0
     lr = s.lr
+    forward, backward, grads, loss_name = model.forward, model.backward, opt.grads, model.spec.loss
     full_batch = batch == n
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        # A full batch needs no shuffling: the gradient does not depend on row order.
-        order = None if full_batch else rng.permutation(n)
-        loss_sum, seen = 0.0, 0
-        for start in range(0, n, batch):
-            if result.steps >= total_steps:
-                break
-            if order is None:
-                xb, yb = X_train, y_train
-            else:
-                idx = order[start:start + batch]
-                xb, yb = X_train[idx], y_train[idx]
-            z = model.forward(xb, rng)
-            loss, _, dz = loss_forward_backward(z, yb, model.spec.loss, s.reduction)
-            if not math.isfinite(loss):
-                result.status = "diverged"
-                result.reason = f"training loss became {loss} at epoch {epoch} (learning rate {lr:g})"
-                break
-            model.backward(dz, opt.grads)
+    y_train = np.asarray(y_train)
+    if model.spec.n_outputs == 1:
+        y_train = y_train.astype(dtype)  # 0/1 targets in the network's dtype once, not every step
+    if not full_batch:
+        # Minibatches are gathered into these arrays, reused from batch to batch.
+        xb_all = np.empty((batch, *X_train.shape[1:]), dtype=dtype)  # (batch, D)
+        yb_all = np.empty(batch, dtype=y_train.dtype)  # (batch,)
+
+    def step(xb: np.ndarray, yb: np.ndarray) -> float:
+        """One optimiser step on the batch ``xb`` (B, D), ``yb`` (B,); returns the batch loss.
+
+        A non-finite loss leaves the weights alone (the caller stops: training diverged).
+        """
+        z = forward(xb, rng)
+        loss, _, dz = loss_forward_backward(z, yb, loss_name, s.reduction)
+        if math.isfinite(loss):
+            backward(dz, grads)
             opt.step(lr)
-            result.steps += 1
-            loss_sum += loss * len(yb)
-            seen += len(yb)
+        return loss
+
+    def diverged(loss: float, epoch: int, lr: float) -> None:
+        result.status = "diverged"
+        result.reason = f"training loss became {loss} at epoch {epoch} (learning rate {lr:g})"
+
+    epoch = 0
+    while epoch < epochs:
+        # Train up to the next evaluation (every eval_every epochs, and after the last one) with
+        # the clock running: the clock measures optimiser steps only, never evaluation.
+        until = min(epochs, (epoch // s.eval_every + 1) * s.eval_every)
+        t0 = time.perf_counter()
+        if full_batch:
+            # One step per epoch on all rows, back to back: no shuffling (the gradient does not
+            # depend on row order), no gathering.
+            first = epoch + 1
+            for epoch in range(first, until + 1):
+                loss = step(X_train, y_train)
+                if not math.isfinite(loss):
+                    break
+                lr *= s.lr_decay
+            ok = math.isfinite(loss)
+            result.steps += epoch - first + ok
+            result.samples += (epoch - first + ok) * n
+            loss_sum, seen = (0.0 + loss * n, n) if ok else (0.0, 0)  # of the last epoch
+            if not ok:
+                diverged(loss, epoch, lr)
+                lr *= s.lr_decay
+        else:
+            while epoch < until:
+                epoch += 1
+                loss, loss_sum, seen = 0.0, 0.0, 0
+                order = rng.permutation(n)
+                for start in range(0, n, batch):
+                    if result.steps >= total_steps:
+                        break
+                    idx = order[start:start + batch]
+                    xb = np.take(X_train, idx, axis=0, out=xb_all[:len(idx)])
+                    yb = np.take(y_train, idx, out=yb_all[:len(idx)])
+                    loss = step(xb, yb)
+                    if not math.isfinite(loss):
+                        diverged(loss, epoch, lr)
+                        break
+                    result.steps += 1
+                    loss_sum += loss * len(idx)
+                    seen += len(idx)
+                result.samples += seen
+                lr *= s.lr_decay
+                if result.status == "diverged":
+                    break
         result.train_seconds += time.perf_counter() - t0
-        result.samples += seen
         result.epochs = epoch
-        lr *= s.lr_decay
-        last = epoch == epochs or result.status == "diverged"
-        if epoch % s.eval_every and not last:
-            continue
         row = {"epoch": epoch, "batch_loss": loss_sum / seen if seen else float("nan")}
         row["train_loss"], row["train_acc"] = evaluate(model, X_eval, y_eval, model.spec.loss)
         if X_val.shape[0]:
