@@ -8,10 +8,12 @@ is allowed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from dropout_lab.errors import ConfigError, bad_value
 
@@ -102,6 +104,9 @@ class SearchConfig:
     n_trials: int = 20
     timeout: Optional[float] = None
     n_workers: int = 1
+    # RDB storages (postgresql://...): a running trial's worker records a heartbeat this often; a trial
+    # without one for 3x as long is failed (its worker died) and its work is redone by another worker.
+    heartbeat_seconds: int = 10
     objective: str = "val_acc"
     # Trial 0 is always the 2015 post's advice: input 0.2, hidden 0.5.
     enqueue_advice: bool = True
@@ -170,7 +175,18 @@ def to_dict(cfg: DictConfig | dict) -> dict:
     """The resolved config as a plain dict (interpolations resolved)."""
     if isinstance(cfg, dict):
         return cfg
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except InterpolationResolutionError as exc:
+        # ${oc.env:NAME} without NAME set (+cluster=postgres reads its URLs so): name the variable.
+        missing = re.search(r"Environment variable '([^']+)' not found", str(exc))
+        if missing is None:
+            raise
+        name, key = missing.group(1), getattr(exc, "full_key", None) or "a config key"
+        raise ConfigError(
+            f"the environment variable {name} is not set, and '{key}' is read from it (${{oc.env:{name}}}). "
+            f"Set it on this machine (export {name}=...), or give '{key}=VALUE' on the command line."
+        ) from None
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -293,7 +309,12 @@ def validate(cfg: dict) -> None:
     if s["timeout"] is not None:
         _number("search.timeout", s["timeout"], low=0, low_open=True, allowed="null or a number of seconds > 0")
     _number("search.n_workers", s["n_workers"], low=1, high=256, integer=True, allowed="a whole number from 1 to 256")
+    _number("search.heartbeat_seconds", s["heartbeat_seconds"], low=1, high=3600, integer=True,
+            allowed="a whole number of seconds from 1 to 3600")
     _number("search.n_startup_trials", s["n_startup_trials"], low=0, integer=True, allowed="a whole number >= 0")
+    if s["storage"] is not None and not str(s["storage"]).strip():
+        raise bad_value("search.storage", s["storage"], "null (the local journal file optuna.journal), a journal "
+                        "file path, or an RDB URL such as postgresql://USER@HOST:5432/DB")
     if not isinstance(s["study_name"], str) or not s["study_name"].strip():
         raise bad_value("search.study_name", s["study_name"], "a non-empty name")
     for name, spec in (s["space"] or {}).items():
@@ -302,6 +323,8 @@ def validate(cfg: dict) -> None:
     tr = cfg["tracking"]
     if tr["backend"] not in ("mlflow", "none"):
         raise bad_value("tracking.backend", tr["backend"], "mlflow | none")
+    if tr["backend"] == "mlflow" and not str(tr["uri"]).strip():
+        raise bad_value("tracking.uri", tr["uri"], "an MLflow tracking URI: sqlite:///FILE.db or http://HOST:PORT")
     _number("tracking.flush_seconds", tr["flush_seconds"], low=0, allowed="a number of seconds >= 0")
 
     c = cfg.get("compare")

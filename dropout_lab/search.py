@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +31,7 @@ STUDY_KEYS = ("dataset", "model", "trainer", "two_phase.widths", "two_phase.star
 DEFAULT_STORAGE = "optuna.journal"
 HEARTBEAT_SECONDS = 10
 STALE_SECONDS = 60
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 def storage_url(cfg: dict) -> str:
@@ -42,25 +45,41 @@ def open_storage(url: str):
     from optuna.storages import RDBStorage
 
     if "://" in url:
-        scheme = url.split("://", 1)[0].split("+", 1)[0]
+        scheme, _, driver = url.split("://", 1)[0].partition("+")
         if scheme not in ("sqlite", "postgresql", "mysql"):
             raise ConfigError(
-                f"unsupported 'search.storage={url}': scheme {scheme!r} is not known. Allowed: null (the journal "
-                "file optuna.journal in the working directory), a journal file path, sqlite:///FILE.db (one "
+                f"unsupported 'search.storage={_redact(url)}': scheme {scheme!r} is not known. Allowed: null (the "
+                "journal file optuna.journal in the working directory), a journal file path, sqlite:///FILE.db (one "
                 "process at a time), postgresql://USER@HOST/DB or mysql://... for several machines."
             )
-        try:
-            return RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=3 * HEARTBEAT_SECONDS,
-                engine_kwargs={"pool_pre_ping": True} if scheme != "sqlite" else None,
-            )
-        except Exception as exc:  # noqa: BLE001 - a bad URL or an unreachable server
-            raise ConfigError(
-                f"cannot open the Optuna storage 'search.storage={_redact(url)}': {_first_line(exc)}. Allowed: a "
-                "reachable RDB URL (postgresql://USER@HOST:PORT/DB), a journal file path, or null for the local default."
-            ) from None
+        engine_kwargs = None
+        if scheme != "sqlite":
+            engine_kwargs = {"pool_pre_ping": True}
+            if scheme == "postgresql" and driver in ("", "psycopg2", "psycopg"):
+                # An unreachable host fails in seconds, not after the system's TCP timeout.
+                engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        rdb_url = _with_driver(url)
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(
+                        rdb_url,
+                        heartbeat_interval=HEARTBEAT_SECONDS,
+                        grace_period=3 * HEARTBEAT_SECONDS,
+                        heartbeat_stale_trial_callback=_trial_found_dead,
+                        engine_kwargs=engine_kwargs,
+                    )
+            except Exception as exc:  # noqa: BLE001 - a bad URL or an unreachable server
+                text = str(exc).lower()
+                if attempt < 4 and any(s in text for s in ("already exists", "duplicate key", "unique constraint")):
+                    time.sleep(0.2 * (attempt + 1))  # another worker is creating the tables right now
+                    continue
+                raise ConfigError(
+                    f"cannot open the Optuna storage 'search.storage={_redact(url)}': {_first_line(exc)}. Allowed: a "
+                    "reachable RDB URL (postgresql://USER@HOST:PORT/DB, password in PGPASSWORD or ~/.pgpass), a "
+                    "journal file path, or null for the local default."
+                ) from None
     path = Path(url)
     if path.is_dir():
         raise ConfigError(f"'search.storage={url}' is a folder; allowed: a journal file path such as optuna.journal.")
@@ -75,20 +94,39 @@ def open_storage(url: str):
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
+def _with_driver(url: str) -> str:
+    """``url`` naming the PostgreSQL driver that is installed when it names none.
+
+    SQLAlchemy 2.1 reads a plain ``postgresql://`` as psycopg (3), older versions as psycopg2 (the
+    ``postgres`` extra of this package); either works here.
+    """
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    for module in ("psycopg", "psycopg2"):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{module}://" + url[len("postgresql://"):]
+    raise ConfigError(
+        f"cannot open the Optuna storage 'search.storage={_redact(url)}': no PostgreSQL driver for Python is "
+        "installed. Allowed: install one (pip install 'dropout_lab[postgres]', i.e. psycopg2-binary) on every "
+        "worker machine, or use another storage."
+    )
+
+
 def dashboard_command(url: str) -> str:
     """The optuna-dashboard command that opens ``url``, bound to loopback."""
     return f"optuna-dashboard {_redact(url)} --host 127.0.0.1 --port 8080"
 
 
-def _redact(url: str) -> str:
-    """Hide a password in a URL (``postgresql://user:secret@host`` -> ``postgresql://user:***@host``)."""
-    if "://" in url and "@" in url:
-        head, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            creds = creds.split(":", 1)[0] + ":***"
-        return f"{head}://{creds}@{host}"
-    return url
+def _redact(value: Any) -> Any:
+    """``value`` with the password of every URL in it hidden (``postgresql://user:***@host/db``)."""
+    if not isinstance(value, str) or "://" not in value or "@" not in value:
+        return value
+    return _URL_PASSWORD.sub(r"\1***\2", value)
+
+
+_URL_PASSWORD = re.compile(r"(\w://[^\s/:@]*:)[^\s/]*(@)")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -167,6 +205,9 @@ def open_study(cfg: dict, storage):
             f"the Optuna study 'search.study_name={name}' exists with another objective direction ({exc}); "
             "allowed: the objective it was created with, or a new study_name."
         ) from None
+    if getattr(storage, "heartbeat_interval", None) is not None:  # an RDB storage: the configured heartbeat
+        storage.heartbeat_interval = int(cfg["search"]["heartbeat_seconds"])
+        storage.grace_period = 3 * storage.heartbeat_interval
     signature = study_signature(cfg)
     stored = study.user_attrs.get("signature")
     if stored is None:
@@ -238,8 +279,9 @@ class Lease:
                     _delete_study(storage, name)
                     continue
                 return None
-            marker.set_user_attr("owner", _owner())
+            # The heartbeat before the owner: a marker with an owner and no heartbeat yet would look stale.
             marker.set_user_attr("heartbeat", time.time())
+            marker.set_user_attr("owner", _owner())
             lease = cls(storage, name)
             lease._thread = threading.Thread(target=lease._beat, args=(marker,), daemon=True)
             lease._thread.start()
@@ -370,15 +412,35 @@ def finished_count(study) -> int:
     return n
 
 
+# What this process does with a trial found dead (its worker's process gone, or its heartbeat stale):
+# the last ``on_failed`` given to fail_dead_trials (the tracker ending the trial's MLflow run). Optuna
+# itself fails stale trials at the start of every trial; the storage calls _trial_found_dead then.
+_on_failed: Callable[[Any], None] | None = None
+
+
+def _trial_found_dead(study, trial) -> None:
+    if _on_failed is not None:
+        try:
+            _on_failed(trial)
+        except Exception:  # noqa: BLE001 - never break a worker's trial loop over another worker's run
+            pass
+
+
 def fail_dead_trials(study, storage, on_failed: Callable[[Any], None] | None = None) -> list[int]:
     """Mark RUNNING trials whose worker is gone as FAIL; returns their numbers.
 
     On this machine a worker is gone when its process no longer exists; RDB storages also fail trials
-    whose heartbeat stopped (Optuna's own mechanism, run here as well).
+    whose heartbeat stopped (Optuna's own mechanism, run here as well), wherever their worker ran.
+    ``on_failed(trial)`` is called for each; it is remembered for later calls in this process, and for
+    the trials Optuna fails as stale by itself.
     """
+    global _on_failed
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
+    if on_failed is not None:
+        _on_failed = on_failed
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("owner", "")
@@ -390,16 +452,14 @@ def fail_dead_trials(study, storage, on_failed: Callable[[Any], None] | None = N
             except Exception:  # noqa: BLE001 - already finished by someone else
                 continue
             failed.append(t.number)
-            if on_failed is not None:
-                on_failed(t)
-    if hasattr(storage, "is_heartbeat_enabled") and storage.is_heartbeat_enabled():
+            _trial_found_dead(study, t)
+    if getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:
         before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-        fail_stale_trials(study)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if t.number not in before:
-                failed.append(t.number)
-                if on_failed is not None:
-                    on_failed(t)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            fail_stale_trials(study)  # calls _trial_found_dead for each trial it fails
+        failed += [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                   if t.number not in before]
     return failed
 
 

@@ -13,16 +13,21 @@ import contextlib
 import math
 import os
 import random
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from dropout_lab.errors import ConfigError
+from dropout_lab.search import _redact
 
 T = TypeVar("T")
 
 # MLflow run statuses as strings so this module can describe them without importing mlflow.
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+CONNECT_TIMEOUT_SECONDS = 5
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 def _retry(fn: Callable[[], T], what: str, attempts: int = 40) -> T:
@@ -110,7 +115,7 @@ class MlflowRun:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(str(k)[:250], _param_value(v)) for k, v in params.items()]
+        items = [Param(str(k)[:250], _param_value(_redact(v))) for k, v in params.items()]
         for i in range(0, len(items), 100):  # log_batch takes at most 100 params per call
             chunk = items[i:i + 100]
             _retry(lambda: self.client.log_batch(self.id, params=chunk), "log params")
@@ -134,14 +139,16 @@ class MlflowRun:
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(str(k), str(v)[:5000]) for k, v in tags.items()]
+        items = [RunTag(str(k), _redact(str(v))[:5000]) for k, v in tags.items()]
         if items:
             _retry(lambda: self.client.log_batch(self.id, tags=items), "set tags")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        _retry(lambda: self.client.log_artifact(self.id, str(path), artifact_path), "log artifact")
+        with _without_passwords(Path(path)) as clean:
+            _retry(lambda: self.client.log_artifact(self.id, str(clean), artifact_path), "log artifact")
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        text = _redact(text)
         _retry(lambda: self.client.log_text(self.id, text, artifact_file), "log text")
 
     def log_pyfunc_model(self, npz_path: str | Path, mean=None, scale=None) -> None:
@@ -194,6 +201,24 @@ class MlflowRun:
         self.end(status_for_exception(exc))
 
 
+@contextlib.contextmanager
+def _without_passwords(path: Path) -> Iterator[Path]:
+    """``path``, or a copy with URL passwords hidden when it is a small text file holding one (the
+    resolved config in summary.json carries search.storage as given)."""
+    if path.suffix in (".json", ".yaml", ".yml", ".txt") and path.is_file() and path.stat().st_size < 2**20:
+        text = path.read_text(errors="replace")
+        clean = _redact(text)
+        if clean != text:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = Path(tmp) / path.name
+                copy.write_text(clean)
+                yield copy
+            return
+    yield path
+
+
 def _param_value(v: Any) -> str:
     text = "null" if v is None else str(v)
     return text[:6000]
@@ -206,6 +231,10 @@ class MlflowTracker:
         self.uri, self.experiment_name, self.flush_seconds = uri, experiment_name, flush_seconds
         _check_uri(uri)
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        # A tracking server that stops answering mid-study: retry for about half a minute, not MLflow's
+        # default of several minutes per call; no "View run at URL" line for every run that ends.
+        for name, value in HTTP_SETTINGS.items():
+            os.environ.setdefault(name, value)
         # Progress bars of artifact transfers would drown the run's own lines.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         from mlflow import MlflowClient
@@ -219,7 +248,7 @@ class MlflowTracker:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store is the user's URI
             raise ConfigError(
-                f"cannot use the MLflow tracking store 'tracking.uri={uri}': {_first_line(exc)}. "
+                f"cannot use the MLflow tracking store 'tracking.uri={_redact(uri)}': {_first_line(exc)}. "
                 "Allowed: a writable sqlite:///FILE.db path, a reachable http(s):// tracking server, "
                 "or tracking=none to turn tracking off."
             ) from None
@@ -237,7 +266,7 @@ class MlflowTracker:
 
     def start_run(self, name: str, params: dict | None = None, tags: dict | None = None,
                   parent: MlflowRun | NullRun | None = None) -> MlflowRun:
-        all_tags = dict(tags or {})
+        all_tags = {k: _redact(str(v)) for k, v in (tags or {}).items()}
         if parent is not None and parent.id is not None:
             all_tags["mlflow.parentRunId"] = parent.id
         info = _retry(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags), "create run")
@@ -294,6 +323,8 @@ class MlflowTracker:
         return killed
 
     def ui_command(self) -> str:
+        if self.uri.startswith(("http://", "https://")):
+            return f"open {_redact(self.uri)} in a browser (experiment '{self.experiment_name}')"
         return f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
 
 
@@ -339,12 +370,37 @@ def _check_uri(uri: str) -> None:
                 "sqlite:///FILE.db path, an http(s):// tracking server, or tracking=none."
             )
         return
-    scheme = uri.split(":", 1)[0] if ":" in uri else ""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
     if scheme not in ("http", "https", "postgresql", "mysql", "mssql", "databricks", "sqlite", "file"):
         raise ConfigError(
-            f"unsupported 'tracking.uri={uri}'. Allowed: sqlite:///FILE.db (the default), "
+            f"unsupported 'tracking.uri={_redact(uri)}'. Allowed: sqlite:///FILE.db (the default), "
             "http(s)://HOST:PORT (an MLflow tracking server), postgresql://..., or tracking=none."
         )
+    port = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306}.get(scheme)
+    if port is not None:
+        _check_reachable(uri, port)
+
+
+def _check_reachable(uri: str, default_port: int) -> None:
+    """Refuse a server that does not accept connections, in seconds (MLflow's own HTTP retries take minutes)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port or default_port
+    except ValueError as exc:
+        raise ConfigError(f"cannot use 'tracking.uri={_redact(uri)}': {exc}. Allowed: http://HOST:PORT.") from None
+    if not host:
+        raise ConfigError(f"cannot use 'tracking.uri={_redact(uri)}': it names no host. Allowed: http://HOST:PORT.")
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach the MLflow tracking store 'tracking.uri={_redact(uri)}': connecting to {host} port {port} "
+            f"failed ({exc.strerror or exc}). Start the server (mlflow server --backend-store-uri ... --host 0.0.0.0 "
+            "--port PORT) or correct the URI (with +cluster=postgres: DROPOUT_LAB_TRACKING_URI); tracking=none turns "
+            "tracking off."
+        ) from None
 
 
 def make_tracker(cfg: dict) -> MlflowTracker | NullTracker:
