@@ -53,6 +53,8 @@ def capacity(rows: list[dict], chosen: int | None, path: Path, title: str) -> Pa
     if chosen is not None:
         ax.axvline(chosen, color="k", alpha=0.4, label=f"chosen width {chosen}")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.minorticks_off()
     ax.set_xlabel("hidden width (units per layer)")
     ax.set_ylabel("accuracy (fraction correct)")
     ax.set_title(title)
@@ -111,7 +113,8 @@ def drop_rates(trials, path: Path, title: str, value_label: str, maximize: bool 
     ax.set_ylabel(value_label if y == "value" else _AXIS_LABELS.get(y[len("params_"):], y[len("params_"):]))
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # Below the axes, so it never hides a trial.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
