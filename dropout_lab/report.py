@@ -49,6 +49,10 @@ class Sources:
             value = self.parent.get("params.search.objective")
             if isinstance(value, str) and value:
                 return value
+        if self.study is not None:  # the study records the config it was made with (repr'd values)
+            value = self.study.user_attrs.get("signature", {}).get("search.objective")
+            if isinstance(value, str) and value:
+                return value.strip("'\"")
         return "value"
 
 
@@ -466,18 +470,11 @@ def build_tables(src: Sources, top: int = 5) -> dict[str, tuple[str, Any]]:
 # ------------------------------------------------------------------------------------------------
 
 def _cell(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    try:
-        import pandas as pd
+    import pandas as pd
 
-        if pd.isna(v):
-            return "-"
-    except (TypeError, ValueError):
-        pass
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return str(v)
+    if pd.api.types.is_scalar(v) and pd.isna(v):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def to_markdown(df) -> str:

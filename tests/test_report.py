@@ -272,3 +272,18 @@ def test_a_store_of_the_other_kind_is_refused(run_dir, monkeypatch, capsys):
     assert main(["--storage", "sqlite:///mlflow.db"]) == 2
     assert "is not an Optuna storage" in capsys.readouterr().err
     assert (run_dir / "mlflow.db").stat().st_size == before
+
+
+def test_journal_alone_gives_the_trial_tables_and_creates_no_mlflow_store(run_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from dropout_lab.report import main
+
+    shutil.copy(run_dir / "optuna.journal", tmp_path / "optuna.journal")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert "# trials: Optuna trials of study 'two_phase' (val_acc maximised" in out
+    assert "number,drop_hidden,drop_input,val_acc,state,epochs" in out and "# top:" in out
+    assert "# phase1" not in out and "# comparison" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.journal"]
