@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from dropout_lab.config import flatten, to_dict, validate
+from dropout_lab.config import to_dict, validate
 from dropout_lab.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -53,7 +53,7 @@ def _raise_interrupt(signum, frame) -> None:
 def run_train(cfg: dict, output_dir: Path) -> int:
     """Train one model, save ``model.npz`` and ``summary.json``, print its metrics."""
     from dropout_lab.data import load_dataset
-    from dropout_lab.run import Progress, chain, fit, metrics_table, write_json
+    from dropout_lab.run import Progress, chain, fit, metrics_table, run_params, write_json
     from dropout_lab.tracking import FAILED, FINISHED, make_tracker
 
     start = time.perf_counter()
@@ -61,7 +61,7 @@ def run_train(cfg: dict, output_dir: Path) -> int:
     data = load_dataset(cfg["dataset"], cfg["model"]["dtype"])
     print(data.describe(), flush=True)
     tags = {"phase": "single", "dataset": data.name, "output_dir": str(output_dir)}
-    with tracker.start_run(f"train-seed{cfg['seed']}", params=flatten(cfg), tags=tags) as mlrun:
+    with tracker.start_run(f"train-seed{cfg['seed']}", params=run_params(cfg), tags=tags) as mlrun:
         progress = Progress("train", _epochs(cfg, data.X_train.shape[0]), cfg["progress"])
         fitted = fit(cfg, data, cfg["seed"], chain(progress, mlrun.log_metrics))
         model_path = output_dir / "model.npz"

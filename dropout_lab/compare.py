@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from dropout_lab.config import compare_overrides, flatten, validate
+from dropout_lab.config import compare_overrides, validate
 from dropout_lab.data import load_dataset
 from dropout_lab.errors import ConfigError
-from dropout_lab.run import Progress, chain, fit, write_json
+from dropout_lab.run import Progress, chain, fit, run_params, write_json
 from dropout_lab.tracking import FAILED, FINISHED, make_tracker, status_for_exception
 from dropout_lab.two_phase import _fmt, _log_curves, _yaml, stats
 
@@ -75,7 +75,7 @@ def run_compare(cfg: dict, output_dir: Path) -> int:
         data[arm] = datasets[key]
 
     tracker = make_tracker(cfg)
-    parent = tracker.start_run(f"compare-{cfg['experiment_name']}", params=flatten(cfg),
+    parent = tracker.start_run(f"compare-{cfg['experiment_name']}", params=run_params(cfg),
                                tags={"phase": "parent", "task": "compare", "label_a": labels["a"],
                                      "label_b": labels["b"], "seeds": len(seeds)})
     parent.log_text(_yaml(cfg), "config.yaml")
@@ -87,7 +87,7 @@ def run_compare(cfg: dict, output_dir: Path) -> int:
                 acfg = copy.deepcopy(arms[arm])
                 acfg["seed"] = seed
                 tags = {"phase": "compare", "variant": arm, "label": labels[arm], "seed": seed}
-                with tracker.start_run(f"compare-{arm}-seed{seed}", params=flatten(acfg), tags=tags,
+                with tracker.start_run(f"compare-{arm}-seed{seed}", params=run_params(acfg), tags=tags,
                                        parent=parent) as run:
                     progress = Progress(f"{arm} ({labels[arm]}) seed {seed}", acfg["trainer"]["epochs"],
                                         cfg["progress"], every_s=5.0)

@@ -159,7 +159,9 @@ def search_figures(study, out_dir: Path, objective: str) -> list[Path]:
     out_dir = Path(out_dir)
     maximize = study.direction == StudyDirection.MAXIMIZE
     paths = []
-    scatter = drop_rates(study.trials_dataframe(), out_dir / "drop_rates.png",
+    from dropout_lab.report import trials_frame
+
+    scatter = drop_rates(trials_frame(study), out_dir / "drop_rates.png",
                          f"Study {study.study_name}: {objective} by drop rates", _value_label(objective), maximize)
     if scatter is not None:
         paths.append(scatter)

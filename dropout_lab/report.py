@@ -329,11 +329,21 @@ def phase1_table(src: Sources):
     return table
 
 
+def trials_frame(study, **kwargs):
+    """``study.trials_dataframe()`` with the objective always in a ``value`` column.
+
+    A study with metric names (``study.set_metric_names``) calls it ``value_<name>`` instead.
+    """
+    df = study.trials_dataframe(**kwargs)
+    names = study.metric_names or []
+    return df.rename(columns={f"{prefix}_{n}": "value" for n in names for prefix in ("value", "values")})
+
+
 def trials_table(study, objective: str = "value"):
     """Every trial: its parameters, value, state (complete / pruned / fail), epochs used and why it stopped."""
     import pandas as pd
 
-    df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs"))
+    df = trials_frame(study, attrs=("number", "value", "state", "params", "user_attrs"))
     if df.empty:
         return None
     params = [c for c in df.columns if c.startswith("params_")]

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dropout_lab.config import batch_size_of
+from dropout_lab.config import batch_size_of, flatten
 from dropout_lab.data import Dataset
 from dropout_lab.model import MLP, MLPSpec
 from dropout_lab.trainer import Callback, TrainResult, TrainSettings, evaluate, train
@@ -84,6 +84,18 @@ def fit(cfg: dict, data: Dataset, seed: int, callback: Callback | None = None) -
     else:
         metrics["test_loss"] = metrics["test_acc"] = None
     return Fit(model, result, metrics)
+
+
+# Config sections that mean nothing for a task's runs: left out of their MLflow params, so the
+# UI's parameter columns show what shaped each run.
+_UNUSED_SECTIONS = {"train": ("two_phase", "search", "compare"), "two_phase": ("compare",),
+                    "compare": ("two_phase", "search")}
+
+
+def run_params(cfg: dict) -> dict[str, Any]:
+    """The flattened config of a run, without the sections its task does not use."""
+    unused = _UNUSED_SECTIONS.get(cfg.get("task", ""), ())
+    return flatten({k: v for k, v in cfg.items() if k not in unused})
 
 
 class Progress:

@@ -212,6 +212,8 @@ def open_study(cfg: dict, storage):
     stored = study.user_attrs.get("signature")
     if stored is None:
         study.set_user_attr("signature", signature)
+        # optuna-dashboard then labels the objective axis with its name.
+        study.set_metric_names([cfg["search"]["objective"]])
     elif stored != signature:
         changed = sorted(k for k in set(stored) | set(signature) if stored.get(k) != signature.get(k))
         shown = ", ".join(f"{k} (study: {stored.get(k, 'unset')}, now: {signature.get(k, 'unset')})" for k in changed[:4])

@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dropout_lab.config import flatten
 from dropout_lab.data import Dataset, load_dataset
 from dropout_lab.errors import ConfigError
-from dropout_lab.run import Progress, chain, fit, write_json
+from dropout_lab.run import Progress, chain, fit, run_params, write_json
 from dropout_lab import search
-from dropout_lab.tracking import FAILED, FINISHED, KILLED, make_tracker, status_for_exception
+from dropout_lab.tracking import FAILED, FINISHED, make_tracker, status_for_exception
 
 EXIT_ALL_FAILED = 1
 
@@ -76,7 +75,7 @@ def run_phase1(cfg: dict, data: Dataset, tracker, parent, output_dir: Path) -> d
         wcfg = no_dropout(cfg, width, epochs)
         tags = {"phase": "phase1", "width": width, "optuna_study": cfg["search"]["study_name"],
                 "owner": search.owner_tag()}
-        with tracker.start_run(f"phase1-width{width}", params=flatten(wcfg), tags=tags, parent=parent) as run:
+        with tracker.start_run(f"phase1-width{width}", params=run_params(wcfg), tags=tags, parent=parent) as run:
             progress = Progress(f"phase 1 width {width}", epochs, cfg["progress"], every_s=5.0)
             # Stop as soon as the network fits: phase 1 only asks whether this width can.
             fitted = fit(wcfg, data, cfg["seed"], chain(progress, run.log_metrics, lambda e, r: fits(r, p)))
@@ -144,7 +143,7 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
         trial.set_user_attr("owner", search.owner_tag())
         tags = {"phase": "search", "optuna_study": study.study_name, "trial_number": trial.number,
                 "owner": search.owner_tag()}
-        run = tracker.start_run(f"trial-{trial.number}", params=flatten(tcfg), tags=tags, parent=parent)
+        run = tracker.start_run(f"trial-{trial.number}", params=run_params(tcfg), tags=tags, parent=parent)
         trial.set_user_attr("mlflow_run_id", run.id)
 
         epochs_seen = [0]
@@ -276,7 +275,7 @@ def run_final(cfg: dict, data: Dataset, width: int, best_values: dict, tracker, 
             vcfg["seed"] = seed
             tags = {"phase": "final", "variant": variant, "seed": seed, "owner": search.owner_tag(),
                     "optuna_study": cfg["search"]["study_name"]}
-            with tracker.start_run(f"final-{variant}-seed{seed}", params=flatten(vcfg), tags=tags,
+            with tracker.start_run(f"final-{variant}-seed{seed}", params=run_params(vcfg), tags=tags,
                                    parent=parent) as run:
                 progress = Progress(f"final {variant} seed {seed}", vcfg["trainer"]["epochs"], cfg["progress"], every_s=5.0)
                 fitted = fit(vcfg, data, seed, chain(progress, run.log_metrics))
@@ -341,7 +340,7 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
           f"{cfg['search']['n_trials']} trials finished so far", flush=True)
 
     def do_phase1() -> dict:
-        parent = tracker.start_run(f"two_phase-{study_name}", params=flatten(cfg),
+        parent = tracker.start_run(f"two_phase-{study_name}", params=run_params(cfg),
                                    tags={"phase": "parent", "optuna_study": study_name,
                                          "optuna_storage": search._redact(storage_url)})
         parent.log_text(_yaml(cfg), "config.yaml")
@@ -364,7 +363,7 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
     parent = tracker.reopen(phase1.get("parent_run_id"))
     if parent.id is None and cfg["tracking"]["backend"] == "mlflow":
         # The study's parent run lives in another MLflow store: start one in this one.
-        parent = tracker.start_run(f"two_phase-{study_name}", params=flatten(cfg),
+        parent = tracker.start_run(f"two_phase-{study_name}", params=run_params(cfg),
                                    tags={"phase": "parent", "optuna_study": study_name})
     tracker.kill_orphans(parent.id)
     print(f"phase 1: width {width} ({'fits' if phase1['fit'] else 'best-fitting, does NOT fit'} the training "

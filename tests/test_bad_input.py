@@ -5,7 +5,6 @@ Also: interrupted runs end KILLED, and the same config and seed give the same nu
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys

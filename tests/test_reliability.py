@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import cli_env, run_dropout_lab
 from dropout_lab import search
