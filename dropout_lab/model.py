@@ -24,6 +24,10 @@ INITS = ("uniform", "xavier", "he")
 LOSSES = ("auto", "xent", "mse")
 DTYPES = ("float32", "float64")
 
+# 1 as a 0-d array of each dtype: as an operand it gives the same result as the Python float 1.0,
+# with less overhead per NumPy call (which adds up on tiny arrays).
+ONE = {np.dtype(t): np.ones((), dtype=t) for t in DTYPES}
+
 
 # ----------------------------------------------------------------------------------------------
 # Activations: forward returns a = f(z); backward turns dL/da into dL/dz using only a (in place).
@@ -36,7 +40,7 @@ def act_forward(z: np.ndarray, name: str) -> np.ndarray:
     elif name == "sigmoid":
         np.negative(z, out=z)
         np.exp(z, out=z)
-        np.add(z, 1.0, out=z)
+        np.add(z, ONE.get(z.dtype, 1.0), out=z)
         np.reciprocal(z, out=z)  # 1 / (1 + exp(-z))
     elif name == "tanh":
         np.tanh(z, out=z)
@@ -49,9 +53,9 @@ def act_backward(da: np.ndarray, a: np.ndarray, name: str) -> np.ndarray:
         # relu'(z) is 1 exactly where the output is positive.
         np.multiply(da, a > 0, out=da)
     elif name == "sigmoid":
-        da *= np.multiply(a, np.subtract(1.0, a))  # sigmoid'(z) = a * (1 - a)
+        da *= np.multiply(a, np.subtract(ONE.get(a.dtype, 1.0), a))  # sigmoid'(z) = a * (1 - a)
     elif name == "tanh":
-        da *= np.subtract(1.0, np.square(a))  # tanh'(z) = 1 - a^2
+        da *= np.subtract(ONE.get(a.dtype, 1.0), np.square(a))  # tanh'(z) = 1 - a^2
     return da
 
 
@@ -72,24 +76,26 @@ def loss_forward_backward(
     n, k = z.shape
     scale = 1.0 / n if reduction == "mean" else 1.0
     if k == 1:
-        # y_hat = 1 / (1 + exp(-z)), computed in one array; the target is y as a column (N, 1).
+        # y_hat = 1 / (1 + exp(-z)) (N, 1), computed in one array; the target is y as a column.
         y_hat = np.negative(z)
         np.exp(y_hat, out=y_hat)
-        y_hat += 1.0
+        np.add(y_hat, ONE.get(z.dtype, 1.0), out=y_hat)
         np.reciprocal(y_hat, out=y_hat)
-        diff = y_hat - y.reshape(n, 1).astype(z.dtype, copy=False)  # y_hat - target (N, 1)
+        target = y.reshape(n, 1)
+        if target.dtype != z.dtype:
+            target = target.astype(z.dtype)
+        diff = np.subtract(y_hat, target)  # y_hat - target (N, 1)
     else:
-        # Softmax, shifted by the row maximum against overflow.
+        # Softmax (N, K), shifted by the row maximum against overflow.
         y_hat = np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True))
         np.exp(y_hat, out=y_hat)
-        y_hat /= np.add.reduce(y_hat, axis=1, keepdims=True)
+        np.divide(y_hat, np.add.reduce(y_hat, axis=1, keepdims=True), out=y_hat)
         rows = np.arange(n)
         diff = y_hat.copy()  # y_hat - target, the target being one-hot: subtract 1 at each label
         diff[rows, y] -= 1
     if loss == "xent":
         eps = np.finfo(z.dtype).tiny
         if k == 1:
-            target = y.reshape(n, 1).astype(z.dtype)
             total = -(target * np.log(y_hat + eps) + (1 - target) * np.log(1 - y_hat + eps)).sum()
         else:
             total = -np.log(y_hat[rows, y] + eps).sum()
@@ -97,8 +103,8 @@ def loss_forward_backward(
     else:  # mse
         total = 0.5 * float(np.vdot(diff, diff))
         if k == 1:
-            dz = diff * y_hat  # diff * sigmoid'(z) = diff * y_hat * (1 - y_hat)
-            dz *= 1.0 - y_hat
+            dz = np.multiply(diff, y_hat)  # diff * sigmoid'(z) = diff * y_hat * (1 - y_hat)
+            dz *= np.subtract(ONE.get(z.dtype, 1.0), y_hat)
         else:
             # Jacobian of the softmax applied to diff: y_hat * (diff - <diff, y_hat>).
             dz = y_hat * (diff - (diff * y_hat).sum(axis=1, keepdims=True))
@@ -313,7 +319,7 @@ class MLP:
                 act_backward(dh, below.z, below.activation)
             elif below.activation == "sigmoid":
                 # keep * a * (1 - a) = h * (1 - a)
-                dh *= np.multiply(w.h, np.subtract(1.0, below.z))
+                dh *= np.multiply(w.h, np.subtract(ONE[w.dtype], below.z))
             else:  # tanh: keep * (1 - a^2) = keep - h * a
                 dh *= np.subtract(w.keep, np.multiply(w.h, below.z))
             dz = dh

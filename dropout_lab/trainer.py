@@ -120,12 +120,12 @@ class Optimizer:
     """SGD with (Nesterov) momentum or Adam, with L2 weight decay and max-norm, updating in place.
 
     Gradients, velocities and Adam's second moments are laid out like :attr:`MLP.flat`, so one step
-    updates all parameters at once. It goes through the flat vectors in slices of ``CHUNK``
-    numbers: the arrays of one slice stay in the CPU cache during the few operations of the update,
-    which then reads and writes main memory once instead of once per operation.
+    updates all parameters at once. It goes through the flat vectors in slices of ``CHUNK_BYTES``:
+    the arrays of one slice stay in the CPU cache during the few operations of the update, which
+    then reads and writes main memory once instead of once per operation.
     """
 
-    CHUNK = 1 << 15
+    CHUNK_BYTES = 1 << 18
 
     def __init__(self, model: MLP, s: TrainSettings) -> None:
         self.model, self.s = model, s
@@ -140,10 +140,9 @@ class Optimizer:
         self.second = None if flat_v is None else v
         # The pieces updated one after the other: (p, g, m, v, two scratch arrays of their shape).
         if model.owns_flat():
-            size = model.flat.size
+            size, chunk = model.flat.size, max(1, self.CHUNK_BYTES // model.dtype.itemsize)
             flats = (model.flat, self.flat_grads, flat_m, flat_v)
-            pieces = [tuple(None if a is None else a[i:i + self.CHUNK] for a in flats)
-                      for i in range(0, size, self.CHUNK)]
+            pieces = [tuple(None if a is None else a[i:i + chunk] for a in flats) for i in range(0, size, chunk)]
         else:  # a parameter array was replaced: update each on its own
             pieces = list(zip(self.params, self.grads, m, v))
         largest = max(p.size for p, *_ in pieces)
@@ -232,7 +231,8 @@ def train(
     result = TrainResult(status="completed")
     best_val, best_params, bad_evals = math.inf, None, 0
     lr = s.lr
-    forward, backward, grads, loss_name = model.forward, model.backward, opt.grads, model.spec.loss
+    forward, backward, grads, update = model.forward, model.backward, opt.grads, opt.step
+    loss_name, reduction = model.spec.loss, s.reduction
     full_batch = batch == n
     y_train = np.asarray(y_train)
     if model.spec.n_outputs == 1:
@@ -248,10 +248,10 @@ def train(
         A non-finite loss leaves the weights alone (the caller stops: training diverged).
         """
         z = forward(xb, rng)
-        loss, _, dz = loss_forward_backward(z, yb, loss_name, s.reduction)
+        loss, _, dz = loss_forward_backward(z, yb, loss_name, reduction)
         if math.isfinite(loss):
             backward(dz, grads)
-            opt.step(lr)
+            update(lr)
         return loss
 
     def diverged(loss: float, epoch: int, lr: float) -> None:
