@@ -284,6 +284,6 @@ def test_journal_alone_gives_the_trial_tables_and_creates_no_mlflow_store(run_di
     assert main(["--format", "csv"]) == 0
     out = capsys.readouterr().out
     assert "# trials: Optuna trials of study 'two_phase' (val_acc maximised" in out
-    assert "number,drop_hidden,drop_input,val_acc,state,epochs" in out and "# top:" in out
+    assert "number,drop_hidden,drop_input,width_multiplier,val_acc,state,epochs" in out and "# top:" in out
     assert "# phase1" not in out and "# comparison" not in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.journal"]
