@@ -174,3 +174,46 @@ def _value_label(objective: str) -> str:
     if objective.endswith("loss"):
         return f"{objective} (cross-entropy, nats)"
     return objective
+
+
+_RATE_KEYS = ("drop_hidden", "drop_input", "model.drop_hidden", "model.drop_input")
+
+
+def group_lines(groups, x: str, line_keys: list[str], metrics: list[str], path: Path, title: str) -> Path:
+    """One panel per metric: its mean per group against ``x``, with 95% t-interval bars, one line per
+    combination of ``line_keys``. Accuracies are drawn as error rates (100 * (1 - accuracy), in %);
+    a drop-rate x axis also shows the retain probability p = 1 - rate on top."""
+    import pandas as pd
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
+    numeric_x = pd.api.types.is_numeric_dtype(groups[x])
+    if not numeric_x:
+        positions = {v: i for i, v in enumerate(dict.fromkeys(groups[x]))}
+    lines = [((), groups)] if not line_keys else list(groups.groupby(line_keys, sort=False, dropna=False))
+    for ax, metric in zip(axes[0], metrics):
+        error = metric.endswith("acc")
+        for i, (values, rows) in enumerate(lines):
+            values = values if isinstance(values, tuple) else (values,)
+            rows = rows.sort_values(x) if numeric_x else rows
+            xs = rows[x] if numeric_x else rows[x].map(positions)
+            mean = pd.to_numeric(rows[f"{metric}_mean"])
+            half = pd.to_numeric(rows[f"{metric}_ci95"]).fillna(0.0)
+            ys, yerr = ((1.0 - mean) * 100.0, half * 100.0) if error else (mean, half)
+            label = ", ".join(str(v) if k == "experiment" else f"{k}={v}" for k, v in zip(line_keys, values)) or None
+            ax.errorbar(xs, ys, yerr=yerr, fmt="o-", color=f"C{i}", capsize=3, label=label)
+        ax.set_xlabel(x)
+        ax.set_ylabel(f"{metric[:-len('acc')].replace('_', ' ')}error (%, 1 - accuracy)" if error else metric)
+        if not numeric_x:
+            ax.set_xticks(list(positions.values()), [str(v) for v in positions])
+        elif x in _RATE_KEYS:
+            top = ax.secondary_xaxis("top", functions=(lambda r: 1.0 - r, lambda p: 1.0 - p))
+            top.set_xlabel("retain probability p = 1 - rate")
+        ax.grid(alpha=0.3)
+        if line_keys:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{title}: mean over runs, bars: 95% t-interval")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -6,6 +6,11 @@ configurations); the baseline-vs-dropout (or a-vs-b) comparison adds mean, stand
 95% t-interval over seeds, and the same for the difference paired by seed. Printed as text, CSV or
 Markdown; ``--out DIR`` writes one file per table, ``--plots DIR`` the figures.
 
+``--group-by KEYS`` reports plain runs instead (single runs of a Hydra multirun, for example): the
+runs ``mlflow.search_runs`` finds, grouped by the values of config keys (MLflow params), with the
+mean, standard deviation and 95% t-interval of each metric per group, and a line plot of each metric
+against the first key.
+
 Looking never writes: a store that does not exist is reported (with what does exist), not created.
 """
 
@@ -404,7 +409,9 @@ def _label(run) -> str:
         return label
     if run.get("tags.variant") == "baseline":
         return "no dropout"
-    rates = {k: run.get(f"params.model.{k}") for k in ("drop_input", "drop_hidden")}
+    rates = {k: run.get(f"params.model.{k}") for k in ("drop_input", "drop_hidden", "width_multiplier")}
+    if rates["width_multiplier"] in ("1", "1.0"):  # the phase-1 width: nothing to say
+        del rates["width_multiplier"]
     return " ".join(f"{k}={_short(v)}" for k, v in rates.items() if isinstance(v, str))
 
 
@@ -473,6 +480,214 @@ def build_tables(src: Sources, top: int = 5) -> dict[str, tuple[str, Any]]:
         tables["comparison"] = (f"{' vs '.join(dict.fromkeys(seeds['label']))} over {n} seed{'s' if n != 1 else ''}: "
                                 "mean, std, 95% t-interval", comparison_table(seeds))
     return tables
+
+
+# ------------------------------------------------------------------------------------------------
+# Plain runs grouped by config keys (--group-by)
+# ------------------------------------------------------------------------------------------------
+
+DEFAULT_GROUP_METRICS = ("test_acc", "test_loss")
+
+
+@dataclass
+class Runs:
+    """The runs a grouped report reads: one row per run of ``mlflow.search_runs`` (all experiments named)."""
+
+    tracking_uri: str
+    experiments: list[str]
+    runs: Any                        # DataFrame, with an ``experiment`` column (the experiment's name)
+
+
+def _split_names(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def load_runs(tracking_uri: str | None, experiment: str | None, filter_string: str | None = None) -> Runs:
+    """The runs of one or more experiments (``experiment`` is a comma-separated list), parent runs left out.
+
+    Without ``experiment`` the store must hold exactly one experiment with runs. ConfigError (listing
+    what exists) for a missing store, an unknown or empty experiment, a bad filter or no matching run.
+    """
+    import mlflow
+    import pandas as pd
+
+    uri = tracking_uri or DEFAULT_TRACKING_URI
+    client = open_tracking(uri, explicit=True)
+    mlflow.set_tracking_uri(absolute_uri(uri))
+    experiments, counts = _experiment_runs(client)
+    with_runs = {n: c for n, c in counts.items() if c}
+    names = _split_names(experiment)
+    if not names:
+        if len(with_runs) != 1:
+            problem = "no experiment has runs" if not with_runs else "several experiments have runs"
+            raise ConfigError(f"{problem} in '{uri}'; pass --experiment NAME (or NAME1,NAME2). "
+                              f"Experiments there: {_listing(counts, 'run')}.")
+        names = list(with_runs)
+    for name in names:
+        if name not in experiments:
+            raise ConfigError(f"no MLflow experiment named {name!r} in '{uri}'. Experiments there: "
+                              f"{_listing(counts, 'run')}.")
+        if not counts[name]:
+            raise ConfigError(f"the MLflow experiment {name!r} in '{uri}' is empty (no runs). Experiments with "
+                              f"runs: {_listing(with_runs, 'run')}.")
+    try:
+        runs = mlflow.search_runs(experiment_ids=[experiments[n] for n in names], filter_string=filter_string or "",
+                                  max_results=50000)
+    except Exception as exc:  # noqa: BLE001 - a filter MLflow cannot parse is the user's input
+        raise ConfigError(f"MLflow refused '--filter {filter_string}': {_first_line(exc)}") from None
+    runs = runs[_col(runs, "tags.phase") != "parent"]
+    if runs.empty:
+        raise ConfigError(f"no run of {', '.join(names)} in '{uri}' matches"
+                          f"{f' --filter {filter_string!r}' if filter_string else ''} (parent runs are left out).")
+    by_id = {eid: name for name, eid in experiments.items()}
+    runs = runs.assign(experiment=runs["experiment_id"].map(by_id)).reset_index(drop=True)
+    return Runs(tracking_uri=absolute_uri(uri), experiments=names, runs=pd.DataFrame(runs))
+
+
+def _key_column(key: str) -> str:
+    """The search_runs column of a group key: ``tags.X`` and ``metrics.X`` as given, anything else a param."""
+    return key if key.startswith(("tags.", "params.", "metrics.")) else f"params.{key}"
+
+
+def _metric_column(runs, metric: str) -> str | None:
+    """A run's final value of ``metric``: ``metrics.final_<metric>`` (what runs log at their end), else
+    ``metrics.<metric>`` (its last logged value)."""
+    for column in (f"metrics.final_{metric}", f"metrics.{metric}"):
+        if column in runs.columns and runs[column].notna().any():
+            return column
+    return None
+
+
+def _parse_value(text: Any) -> Any:
+    """An MLflow param (a string) as the number or list it was, for sorting and numeric columns."""
+    import ast
+
+    if not isinstance(text, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return value if isinstance(value, (int, float, list, tuple)) and not isinstance(value, bool) else text
+
+
+def _short_key(key: str) -> str:
+    return key.split(".", 1)[1] if key.startswith(("params.", "tags.", "metrics.")) else key
+
+
+def grouped_runs_table(src: Runs, keys: list[str], metrics: list[str]):
+    """One row per run: experiment (with several), the group keys' values, seed, status, epochs, the metrics."""
+    import pandas as pd
+
+    runs = src.runs
+    missing = [k for k in keys if _key_column(k) not in runs.columns]
+    if missing:
+        params = sorted(c[len("params."):] for c in runs.columns if c.startswith("params."))
+        varying = [k for k in params if runs[f"params.{k}"].nunique(dropna=False) > 1]
+        rest = len(params) - len(varying)
+        raise ConfigError(f"'--group-by {','.join(keys)}': no run of {', '.join(src.experiments)} has "
+                          f"{', '.join(repr(k) for k in missing)}. Keys that vary across the runs: "
+                          f"{', '.join(varying) or 'none'}{f' (and {rest} that do not vary)' if rest else ''}.")
+    columns = {m: _metric_column(runs, m) for m in metrics}
+    absent = [m for m, c in columns.items() if c is None]
+    if absent:
+        have = sorted({c.split(".", 1)[1].removeprefix("final_") for c in runs.columns
+                       if c.startswith("metrics.") and runs[c].notna().any()})
+        raise ConfigError(f"'--metrics {','.join(metrics)}': no run of {', '.join(src.experiments)} logged "
+                          f"{', '.join(repr(m) for m in absent)}. Metrics there: {', '.join(have) or 'none'}.")
+    table = pd.DataFrame(index=runs.index)
+    if len(src.experiments) > 1:
+        table["experiment"] = runs["experiment"]
+    for key in keys:
+        values = runs[_key_column(key)].map(_parse_value)
+        numeric = values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+        table[_short_key(key)] = pd.to_numeric(values) if numeric.all() else runs[_key_column(key)]
+    table["seed"] = pd.to_numeric(_col(runs, "params.seed"), errors="coerce").astype("Int64")
+    table["status"] = _col(runs, "tags.status")
+    table["epochs"] = pd.to_numeric(_col(runs, "metrics.epoch"), errors="coerce").astype("Int64")
+    for metric, column in columns.items():
+        table[metric] = pd.to_numeric(runs[column])
+    table["run_id"] = runs["run_id"]
+    table = table.dropna(subset=[_short_key(k) for k in keys])
+    order = (["experiment"] if len(src.experiments) > 1 else []) + [_short_key(k) for k in keys] + ["seed"]
+    sort_keys = {c: table[c].map(_sort_key) for c in order}
+    table = table.iloc[pd.DataFrame(sort_keys).apply(tuple, axis=1).argsort(kind="stable").to_numpy()]
+    return table.reset_index(drop=True)
+
+
+def _sort_key(v: Any):
+    """Numbers before text, lists by their elements, missing values last."""
+    import pandas as pd
+
+    if pd.api.types.is_scalar(v) and pd.isna(v):
+        return (3, 0, "")
+    parsed = _parse_value(v)
+    if isinstance(parsed, (int, float)):
+        return (0, float(parsed), "")
+    if isinstance(parsed, (list, tuple)):
+        return (1, tuple(float(x) if isinstance(x, (int, float)) else math.inf for x in parsed), str(v))
+    return (2, 0, str(v))
+
+
+def group_table(runs_table, keys: list[str], metrics: list[str]):
+    """Per combination of the group keys (and experiment): ``runs``, then for each metric the number of
+    finite values ``n``, mean, std and the 95% t-interval over the group's runs (its seeds)."""
+    import pandas as pd
+
+    from dropout_lab.two_phase import stats
+
+    by = (["experiment"] if "experiment" in runs_table.columns else []) + [_short_key(k) for k in keys]
+    rows = []
+    for values, group in runs_table.groupby(by, sort=False, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        row = dict(zip(by, values))
+        row["runs"] = len(group)
+        for metric in metrics:
+            st = stats([float(v) for v in group[metric] if pd.notna(v)])
+            half = st["ci95"]
+            row.update({f"{metric}_n": st["n"], f"{metric}_mean": math.nan if st["mean"] is None else st["mean"],
+                        f"{metric}_std": math.nan if st["std"] is None else st["std"],
+                        f"{metric}_ci95": math.nan if half is None else half,
+                        f"{metric}_ci_low": math.nan if half is None else st["mean"] - half,
+                        f"{metric}_ci_high": math.nan if half is None else st["mean"] + half})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def build_group_tables(src: Runs, keys: list[str], metrics: list[str]) -> dict[str, tuple[str, Any]]:
+    """``groups`` (statistics per combination of the keys) and ``runs`` (every run), in reading order."""
+    runs = grouped_runs_table(src, keys, metrics)
+    if runs.empty:
+        raise ConfigError(f"no run of {', '.join(src.experiments)} has a value for every one of "
+                          f"{', '.join(keys)}.")
+    groups = group_table(runs, keys, metrics)
+    where = ", ".join(src.experiments)
+    return {
+        "groups": (f"{where}: {', '.join(metrics)} by {', '.join(_short_key(k) for k in keys)} over {len(runs)} runs "
+                   "(mean, std, 95% t-interval over the runs of each group)", groups),
+        "runs": (f"{where}: every run", runs),
+    }
+
+
+def write_group_plot(tables: dict[str, tuple[str, Any]], keys: list[str], metrics: list[str], out: Path,
+                     title: str) -> Path:
+    """``groups.png``: each metric's mean (95% t-interval bars) against the first key, one line per experiment
+    and per value of any other key that takes several values at one x."""
+    from dropout_lab import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    groups = tables["groups"][1]
+    return plots.group_lines(groups, _short_key(keys[0]), line_keys(groups, keys), metrics, out / "groups.png", title)
+
+
+def line_keys(groups, keys: list[str]) -> list[str]:
+    """The columns of ``groups`` that split its points into lines when drawn against the first key: the
+    experiment (with several), and every other key that takes several values at one x. A key that is a
+    function of x (the width in a sweep that keeps p*n fixed) only describes the points of one line."""
+    x = _short_key(keys[0])
+    per_line = ["experiment"] if "experiment" in groups.columns else []
+    return per_line + [k for k in (_short_key(k) for k in keys[1:])
+                       if (groups.groupby(per_line + [x], dropna=False)[k].nunique(dropna=False) > 1).any()]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -588,7 +803,26 @@ def parser() -> argparse.ArgumentParser:
                    help="also write each table to this folder (NAME.csv, or NAME.md and report.md for markdown)")
     p.add_argument("--top", type=_positive, default=5, metavar="K", help="how many best configurations (default 5)")
     p.add_argument("--plots", type=Path, default=None, metavar="DIR", help="also write the figures to this folder")
+    g = p.add_argument_group(
+        "plain runs grouped by config keys",
+        "Report the runs of one or more experiments (single runs of a multirun, for example) grouped by the "
+        "values of config keys instead of a two-phase or compare run. Reads only the MLflow store.")
+    g.add_argument("--group-by", type=_names, default=None, metavar="KEYS",
+                   help="comma-separated config keys (MLflow params such as model.drop_hidden,model.hidden, or "
+                        "tags.NAME); the first one is the x axis of --plots")
+    g.add_argument("--metrics", type=_names, default=list(DEFAULT_GROUP_METRICS), metavar="NAMES",
+                   help="comma-separated metrics, each a run's final_NAME (else its last NAME) "
+                        f"(default {','.join(DEFAULT_GROUP_METRICS)})")
+    g.add_argument("--filter", default=None, metavar="FILTER",
+                   help="an MLflow search filter for the runs, e.g. \"tags.phase = 'single'\"")
     return p
+
+
+def _names(text: str) -> list[str]:
+    names = _split_names(text)
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
 
 
 def _positive(text: str) -> int:
@@ -603,6 +837,8 @@ def _positive(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.group_by is not None:
+        return main_grouped(args)
     try:
         src = load_sources(args.tracking_uri, args.experiment, args.storage, args.study, args.run)
         tables = build_tables(src, args.top)
@@ -624,6 +860,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader stopped early (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def main_grouped(args: argparse.Namespace) -> int:
+    """``--group-by``: the runs of the named experiments grouped by config keys."""
+    try:
+        src = load_runs(args.tracking_uri, args.experiment, args.filter)
+        tables = build_group_tables(src, args.group_by, args.metrics)
+        print(render(tables, args.format))
+        if args.out is not None:
+            for path in write_tables(tables, args.out, args.format):
+                print(f"wrote {path}", file=sys.stderr)
+        if args.plots is not None:
+            path = write_group_plot(tables, args.group_by, args.metrics, args.plots, ", ".join(src.experiments))
+            print(f"wrote {path}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 

@@ -287,3 +287,136 @@ def test_journal_alone_gives_the_trial_tables_and_creates_no_mlflow_store(run_di
     assert "number,drop_hidden,drop_input,width_multiplier,val_acc,state,epochs" in out and "# top:" in out
     assert "# phase1" not in out and "# comparison" not in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.journal"]
+
+
+# --- plain runs grouped by config keys (--group-by) ---------------------------------------------
+
+SWEEP = ["-m", "experiment_name=sweep", "dataset=moons", "dataset.n_samples=200", "model.hidden=[8]",
+         "trainer.epochs=3", "tracking.log_models=false", "tracking.log_plots=false", "progress=false",
+         "model.drop_hidden=0.0,0.5", "seed=0,1,2"]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    """A folder holding a real Hydra multirun of six single runs: 2 hidden drop rates x 3 seeds."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    proc = run_dropout_lab(SWEEP, cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd
+
+
+@pytest.fixture(scope="module")
+def sweep_summaries(sweep_dir) -> list[dict]:
+    paths = sorted(sweep_dir.glob("multirun/sweep/*/*/summary.json"))
+    assert len(paths) == 6
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def test_group_by_gives_mean_std_and_t_interval_of_each_group(sweep_dir, sweep_summaries, monkeypatch):
+    import numpy as np
+    from scipy import stats
+
+    from dropout_lab import report
+
+    monkeypatch.chdir(sweep_dir)
+    src = report.load_runs(None, None)
+    groups = report.build_group_tables(src, ["model.drop_hidden"], ["test_acc", "test_loss"])["groups"][1]
+    assert list(groups["model.drop_hidden"]) == [0.0, 0.5] and list(groups["runs"]) == [3, 3]
+    for _, row in groups.iterrows():
+        accs = np.array([s["metrics"]["test_acc"] for s in sweep_summaries
+                         if s["config"]["model"]["drop_hidden"] == row["model.drop_hidden"]])
+        half = stats.t.ppf(0.975, 2) * accs.std(ddof=1) / np.sqrt(3)
+        assert [row[f"test_acc_{k}"] for k in ("n", "mean", "std", "ci95", "ci_low", "ci_high")] == pytest.approx(
+            [3, accs.mean(), accs.std(ddof=1), half, accs.mean() - half, accs.mean() + half])
+
+
+def test_group_by_runs_table_lists_every_run_in_key_and_seed_order(sweep_dir, sweep_summaries, monkeypatch):
+    from dropout_lab import report
+
+    monkeypatch.chdir(sweep_dir)
+    runs = report.build_group_tables(report.load_runs(None, "sweep"), ["model.drop_hidden"], ["test_acc"])["runs"][1]
+    assert list(zip(runs["model.drop_hidden"], runs["seed"])) == [(r, s) for r in (0.0, 0.5) for s in (0, 1, 2)]
+    assert set(runs["run_id"]) == {s["mlflow"]["run_id"] for s in sweep_summaries}
+    assert set(runs["status"]) == {"completed"} and set(runs["epochs"]) == {3}
+
+
+def test_group_by_metric_falls_back_to_the_last_logged_value(sweep_dir, monkeypatch):
+    from dropout_lab import report
+
+    monkeypatch.chdir(sweep_dir)
+    src = report.load_runs(None, None)
+    runs = report.grouped_runs_table(src, ["model.drop_hidden"], ["samples_per_s", "test_acc"])
+    assert list(runs["samples_per_s"]) == pytest.approx(
+        [src.runs.set_index("run_id").loc[r, "metrics.samples_per_s"] for r in runs["run_id"]])
+
+
+def test_group_by_cli_writes_markdown_tables_and_the_plot(sweep_dir, tmp_path):
+    proc = run_report(["--group-by", "model.drop_hidden", "--format", "markdown", "--out", str(tmp_path),
+                       "--plots", str(tmp_path)], sweep_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("### sweep: test_acc, test_loss by model.drop_hidden over 6 runs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["groups.md", "groups.png", "report.md", "runs.md"]
+    groups = (tmp_path / "groups.md").read_text().splitlines()
+    assert groups[2].startswith("| model.drop_hidden | runs | test_acc_n | test_acc_mean |")
+    assert [line.split(" | ")[1] for line in groups[4:]] == ["3", "3"]
+    assert (tmp_path / "groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_group_by_filter_selects_runs(sweep_dir):
+    proc = run_report(["--group-by", "seed", "--filter", "params.`model.drop_hidden` = '0.5'", "--format", "csv"],
+                      sweep_dir)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1].startswith("seed,runs,test_acc_n") and [line.split(",")[:2] for line in lines[2:5]] == [
+        ["0", "1"], ["1", "1"], ["2", "1"]]
+
+
+def test_group_by_several_experiments_adds_an_experiment_column(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from dropout_lab import report
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for name, accs in (("fixed_n", (0.6, 0.7)), ("fixed_pn", (0.5, 0.4))):
+        eid = client.create_experiment(name)
+        for seed, acc in enumerate(accs):
+            run = client.create_run(eid)
+            client.log_param(run.info.run_id, "model.drop_hidden", "0.5")
+            client.log_param(run.info.run_id, "seed", str(seed))
+            client.log_metric(run.info.run_id, "final_test_acc", acc)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(report.ConfigError, match="several experiments have runs.*fixed_n \\(2 runs\\)"):
+        report.load_runs(None, None)
+    tables = report.build_group_tables(report.load_runs(None, "fixed_n,fixed_pn"), ["model.drop_hidden"], ["test_acc"])
+    groups = tables["groups"][1]
+    assert list(groups["experiment"]) == ["fixed_n", "fixed_pn"]
+    assert list(groups["test_acc_mean"]) == pytest.approx([0.65, 0.45])
+
+
+def test_group_by_plot_lines_split_only_on_keys_with_several_values_at_one_x():
+    import pandas as pd
+
+    from dropout_lab.report import line_keys
+
+    # p*n fixed: the multiplier is a function of the rate; a grid: the width takes two values at each rate.
+    fixed_pn = pd.DataFrame({"model.drop_hidden": [0.0, 0.5], "model.width_multiplier": [1.0, 2.0]})
+    grid = pd.DataFrame({"model.drop_hidden": [0.0, 0.0, 0.5, 0.5], "model.hidden": ["[8]", "[16]"] * 2})
+    assert line_keys(fixed_pn, ["model.drop_hidden", "model.width_multiplier"]) == []
+    assert line_keys(grid, ["model.drop_hidden", "model.hidden"]) == ["model.hidden"]
+    assert line_keys(fixed_pn.assign(experiment="a"), ["model.drop_hidden"]) == ["experiment"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--group-by", "model.nope"], "no run of sweep has 'model.nope'. Keys that vary across the runs: model.drop_hidden, seed (and "),
+    (["--group-by", "seed", "--metrics", "nope"], "no run of sweep logged 'nope'. Metrics there: "),
+    (["--group-by", "seed", "--experiment", "sweep,nope"], "no MLflow experiment named 'nope'"),
+    (["--group-by", "seed", "--filter", "params.seed = "], "MLflow refused '--filter params.seed = '"),
+    (["--group-by", "seed", "--filter", "params.seed = '9'"], "no run of sweep in 'sqlite:///mlflow.db' matches"),
+])
+def test_group_by_bad_input_is_one_line_naming_what_exists(sweep_dir, monkeypatch, capsys, args, message):
+    from dropout_lab.report import main
+
+    monkeypatch.chdir(sweep_dir)
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == "" and "Traceback" not in captured.err
