@@ -25,12 +25,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import pg_server  # noqa: E402
 
 PASSWORD = "s3cret-never-logged"
-N_TRIALS = 10
+# Trials of about 1 s and enough of them that, after the kill, the other workers are still drawing
+# trials when the dead one turns stale (3 heartbeats of 1 s missed): its replacement is then drawn too.
+N_TRIALS = 16
 WIDTHS = [4, 32]
 WORKER_ARGS = [
     "+experiment=two_phase", "dataset=moons", "dataset.n_samples=2500", f"two_phase.widths=[{','.join(map(str, WIDTHS))}]",
     "two_phase.phase1_epochs=4", "two_phase.final_seeds=1", "progress=false", f"search.n_trials={N_TRIALS}",
-    "trainer.epochs=40", "search.pruner=none", "search.heartbeat_seconds=1", "tracking.log_plots=false",
+    "trainer.epochs=60", "search.pruner=none", "search.heartbeat_seconds=1", "tracking.log_plots=false",
     "+cluster=postgres",
 ]
 # Replaces the host name of a worker process, so that it looks like a worker on another machine.
@@ -56,7 +58,9 @@ def cluster():
 def _env(cluster, study_db: str, tmp_path: Path, host: str | None = None) -> dict[str, str]:
     # The password is ignored (trust authentication) but travels in the URL, as a user's would.
     storage = study_db.replace("postgres@", f"postgres:{PASSWORD}@", 1)
-    env = cli_env(DROPOUT_LAB_OPTUNA_STORAGE=storage, DROPOUT_LAB_TRACKING_URI=cluster.tracking_uri)
+    # One BLAS thread each: three workers share this machine's cores, and their trials stay steady.
+    env = cli_env(DROPOUT_LAB_OPTUNA_STORAGE=storage, DROPOUT_LAB_TRACKING_URI=cluster.tracking_uri,
+                  OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     if host:
         (tmp_path / "site").mkdir(exist_ok=True)
         (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -107,7 +111,7 @@ def test_three_workers_on_several_machines_survive_a_killed_worker(cluster, tmp_
             return False
         for t in s.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             host = t.user_attrs.get("owner", "").rpartition(":")[0]
-            # Just started (a trial takes about 2 s here), so that the kill lands in the middle of it.
+            # Just started (a trial takes about 1 s here), so that the kill lands in the middle of it.
             young = (datetime.datetime.now() - t.datetime_start).total_seconds() < 0.5
             if host in procs and "mlflow_run_id" in t.user_attrs and young:
                 victim.append(host)
