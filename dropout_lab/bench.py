@@ -65,6 +65,10 @@ CASES = {
                  momentum=0.0, lr=0.5, loss="mse", reduction="sum", dtype="float64", init="uniform", steps=60000),
 }
 
+# OpenBLAS and OpenMP worker threads busy-wait for a while after their last job; the pause keeps
+# those of one library from competing with the other library's measurement.
+SETTLE_SECONDS = 0.3
+
 GEMM_SHAPES = [(128, 1024, 1024), (1024, 1024, 1024), (2048, 2048, 2048)]  # (M, K, N): (M, K) @ (K, N)
 
 
@@ -251,6 +255,8 @@ def bench_case(case: Case, args, gemm: dict[str, float] | None) -> None:
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, run in runners.items():
+            if len(runners) > 1:
+                time.sleep(SETTLE_SECONDS)  # let the other library's idle threads stop spinning
             rates[name].append(run())
     shape = {"sizes": case.sizes, "batch": case.batch or "full", "rows": X.shape[0], "dtype": case.dtype,
              "drop": [case.drop_input, case.drop_hidden], "threads": args.threads}
@@ -292,6 +298,30 @@ def blas_threads(threads: int):
         yield str(threads)
 
 
+def cpu_model() -> str | None:
+    """The CPU model name from /proc/cpuinfo (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def blas_info() -> str | None:
+    """NumPy's BLAS library, version and kernel architecture (via threadpoolctl when installed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            return " ".join(str(pool.get(k)) for k in ("internal_api", "version", "architecture") if pool.get(k))
+    return None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dropout_lab.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--case", choices=["large", "small", "seed", "gemm", "all"], default="all")
@@ -313,8 +343,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with blas_threads(args.threads) as blas, torch_threads(args.threads if args.torch else None):
-        emit(case="machine", cpus=os.cpu_count(), threads=args.threads, blas_threads=blas, numpy=np.__version__,
-             torch=torch_version() if args.torch else None, python=sys.version.split()[0])
+        emit(case="machine", cpu=cpu_model(), cpus=os.cpu_count(), threads=args.threads, blas_threads=blas,
+             blas=blas_info(), numpy=np.__version__, torch=torch_version() if args.torch else None,
+             python=sys.version.split()[0])
         names = ["gemm", "large", "small", "seed"] if args.case == "all" else [args.case]
         gemm = None
         if "gemm" in names or "large" in names:

@@ -190,7 +190,8 @@ class LayerWork:
     same results as Python floats, with less overhead per NumPy call (it adds up on tiny batches).
     """
 
-    __slots__ = ("dtype", "activation", "drop_rate", "scale", "keep", "h_drop", "h", "z", "dh", "ones")
+    __slots__ = ("dtype", "activation", "drop_rate", "scale", "keep", "h_drop", "h", "z", "dh", "ones",
+                 "product_z", "product_dW", "product_dh")
 
     def __init__(self, n: int, fan_in: int, fan_out: int, drop_rate: float, activation: str | None,
                  first: bool, dtype: np.dtype) -> None:
@@ -205,6 +206,16 @@ class LayerWork:
         self.z = np.empty((n, fan_out), dtype=dtype)
         self.dh = None if first else np.empty((n, fan_in), dtype=dtype)
         self.ones = np.ones(n, dtype=dtype)  # (n,): ones @ dz sums dz over the batch
+        # The matrix product filling z, dL/dW and dh: np.dot zero-fills its output before calling BLAS,
+        # a wasted pass over a big output; np.matmul skips it but costs more per call on tiny ones.
+        self.product_z = product_for(n * fan_out)
+        self.product_dW = product_for(fan_in * fan_out)
+        self.product_dh = product_for(n * fan_in)
+
+
+def product_for(size: int):
+    """``np.matmul`` for products with an output of ``size`` numbers or more, else ``np.dot``."""
+    return np.matmul if size >= 4096 else np.dot
 
 
 class MLP:
@@ -288,7 +299,7 @@ class MLP:
                 np.multiply(keep, w.scale, out=keep)  # 1 / (1 - drop_rate) kept, 0 dropped
                 h = np.multiply(h, keep, out=w.h_drop)
             w.h = h
-            z = np.dot(h, W, out=w.z)  # (N, fan_out)
+            z = w.product_z(h, W, out=w.z)  # h @ W (N, fan_out)
             np.add(z, b, out=z)
             h = act_forward(z, w.activation) if w.activation else z
         return h
@@ -301,11 +312,11 @@ class MLP:
         work = self._train_work
         for layer in range(len(work) - 1, -1, -1):
             w = work[layer]
-            np.dot(w.h.T, dz, out=grads[2 * layer])  # dL/dW (fan_in, fan_out)
+            w.product_dW(w.h.T, dz, out=grads[2 * layer])  # dL/dW = h.T @ dz (fan_in, fan_out)
             np.dot(w.ones, dz, out=grads[2 * layer + 1])  # dL/db (fan_out,): the column sums of dz
             if layer == 0:
                 break
-            dh = np.dot(dz, self.W[layer].T, out=w.dh)  # dL/dh (N, fan_in)
+            dh = w.product_dh(dz, self.W[layer].T, out=w.dh)  # dL/dh = dz @ W.T (N, fan_in)
             # dL/dz of the layer below, whose output a (N, fan_in) became this layer's input h after
             # dropout (h = a * keep): dh * keep * f'(z), computed from h where that is shorter.
             below = work[layer - 1]
