@@ -309,7 +309,7 @@ def run_final(cfg: dict, data: Dataset, width: int, best_values: dict, tracker, 
     if histories:
         path = _log_curves(parent, {"baseline (no dropout)": histories.get("baseline", []),
                                     "best dropout": histories.get("dropout", [])},
-                           output_dir, "learning_curves", f"Baseline vs dropout at width {width} (seed {seeds[0]})",
+                           output_dir, "learning_curves", f"{_widths_text(width, drop_cfg)} (seed {seeds[0]})",
                            cfg, force=True)
         summary["learning_curves"] = str(path) if path else None
     return summary
@@ -489,6 +489,14 @@ def _tables_text(s: dict) -> str:
     if imp is not None:
         lines.append(f"dropout - baseline: {imp * 100:+.2f} points of test accuracy")
     return "\n".join(lines)
+
+
+def _widths_text(width: int, drop_cfg: dict) -> str:
+    """The learning-curve title: both widths when the search made the dropout net wider (width_multiplier)."""
+    wide = int(round(width * float(drop_cfg["model"].get("width_multiplier", 1.0))))
+    if wide == width:
+        return f"Baseline vs dropout at width {width}"
+    return f"Baseline (width {width}) vs dropout (width {wide})"
 
 
 def _values_text(values: dict) -> str:
