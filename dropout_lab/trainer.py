@@ -254,6 +254,12 @@ def train(
             update(lr)
         return loss
 
+    # A loss far above where training started has diverged even while it stays finite: the
+    # cross-entropy of saturated outputs, or Adam's bounded steps, can grow without overflowing.
+    start_loss = evaluate(model, X_eval, y_eval, loss_name)[0]
+    chance = math.log(max(2, model.spec.n_outputs)) if loss_name == "xent" else math.inf
+    blowup = 10 * max(start_loss, chance) if math.isfinite(start_loss) else math.inf
+
     def diverged(loss: float, epoch: int, lr: float) -> None:
         result.status = "diverged"
         result.reason = f"training loss became {loss} at epoch {epoch} (learning rate {lr:g})"
@@ -315,6 +321,10 @@ def train(
         ):
             result.status = "diverged"
             result.reason = f"loss became non-finite at epoch {epoch} (learning rate {row['lr']:g})"
+        elif result.status != "diverged" and row["train_loss"] > blowup:
+            result.status = "diverged"
+            result.reason = (f"training loss {row['train_loss']:.4g} at epoch {epoch} is over 10x its starting "
+                             f"value {start_loss:.4g} (learning rate {row['lr']:g})")
         result.history.append(row)
         if result.status == "diverged":
             break
