@@ -31,17 +31,15 @@ class Unavailable(RuntimeError):
 
 @dataclass
 class Servers:
-    pg_url: str             # postgresql://postgres@127.0.0.1:PORT (no database)
-    optuna_url: str         # the Optuna storage database
-    tracking_uri: str       # http://127.0.0.1:PORT, the MLflow tracking server
-    pg_bin: Path
+    pg_bin: Path            # the folder of PostgreSQL's programs (createdb, ...)
     pg_port: int
-    root: Path              # temporary folder holding the data folder, artifacts and logs
+    optuna_url: str = ""    # the database ``optuna``, for an Optuna storage
+    tracking_uri: str = ""  # http://127.0.0.1:PORT, the MLflow tracking server
 
     def createdb(self, name: str) -> str:
-        """Create database ``name``; returns its URL."""
+        """Create database ``name``; returns its URL (``postgresql://postgres@127.0.0.1:PORT/NAME``)."""
         _run([str(self.pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres", name])
-        return f"{self.pg_url}/{name}"
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{name}"
 
 
 def pg_bin_dir() -> Path | None:
@@ -175,8 +173,7 @@ def servers() -> Iterator[Servers]:
     root = Path(tempfile.mkdtemp(prefix="dropout-lab-servers-"))
     try:
         with postgres(root) as (bin_dir, port):
-            pg_url = f"postgresql://postgres@127.0.0.1:{port}"
-            s = Servers(pg_url, "", "", bin_dir, port, root)
+            s = Servers(bin_dir, port)
             s.optuna_url = s.createdb("optuna")
             mlflow_db = s.createdb("mlflow").replace("postgresql://", driver_scheme() + "://", 1)
             with mlflow_server(mlflow_db, root) as uri:

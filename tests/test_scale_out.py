@@ -45,7 +45,7 @@ if os.environ.get("SCALE_OUT_TEST_HOSTNAME"):
 
 @pytest.fixture(scope="session")
 def cluster():
-    """PostgreSQL and an MLflow tracking server on 127.0.0.1, stopped at the end of the session."""
+    """PostgreSQL and an MLflow tracking server on 127.0.0.1, started once and stopped when the tests end."""
     try:
         with pg_server.servers() as servers:
             yield servers
