@@ -422,12 +422,24 @@ def _short(text: str) -> str:
         return text
 
 
+def interval_stats(values) -> dict[str, Any]:
+    """``n``, mean, std, 95% t-interval half-width ``ci95`` and its bounds over the finite ``values``
+    (None where undefined: no value, or one value for the interval)."""
+    import pandas as pd
+
+    from dropout_lab.two_phase import stats
+
+    st = stats([float(v) for v in values if pd.notna(v)])
+    half = st["ci95"]
+    return {"n": st["n"], "mean": st["mean"], "std": st["std"], "ci95": half,
+            "ci_low": None if half is None else st["mean"] - half,
+            "ci_high": None if half is None else st["mean"] + half}
+
+
 def comparison_table(seeds):
     """Mean, std and 95% t-interval over seeds of each variant's test accuracy and loss, and of the
     second variant minus the first, paired by seed."""
     import pandas as pd
-
-    from dropout_lab.two_phase import stats
 
     if seeds is None or seeds.empty:
         return None
@@ -436,12 +448,7 @@ def comparison_table(seeds):
 
     def add(variant: str, label: str, values) -> None:
         for metric in METRICS.values():
-            st = stats([float(v) for v in values[metric] if pd.notna(v)])
-            half = st["ci95"]
-            rows.append({"variant": variant, "label": label, "metric": metric, "n": st["n"], "mean": st["mean"],
-                         "std": st["std"], "ci95": half,
-                         "ci_low": None if half is None else st["mean"] - half,
-                         "ci_high": None if half is None else st["mean"] + half})
+            rows.append({"variant": variant, "label": label, "metric": metric, **interval_stats(values[metric])})
 
     for v in variants:
         mine = seeds[seeds["variant"] == v]
@@ -509,7 +516,6 @@ def load_runs(tracking_uri: str | None, experiment: str | None, filter_string: s
     what exists) for a missing store, an unknown or empty experiment, a bad filter or no matching run.
     """
     import mlflow
-    import pandas as pd
 
     uri = tracking_uri or DEFAULT_TRACKING_URI
     client = open_tracking(uri, explicit=True)
@@ -541,7 +547,7 @@ def load_runs(tracking_uri: str | None, experiment: str | None, filter_string: s
                           f"{f' --filter {filter_string!r}' if filter_string else ''} (parent runs are left out).")
     by_id = {eid: name for name, eid in experiments.items()}
     runs = runs.assign(experiment=runs["experiment_id"].map(by_id)).reset_index(drop=True)
-    return Runs(tracking_uri=absolute_uri(uri), experiments=names, runs=pd.DataFrame(runs))
+    return Runs(tracking_uri=absolute_uri(uri), experiments=names, runs=runs)
 
 
 def _key_column(key: str) -> str:
@@ -634,8 +640,6 @@ def group_table(runs_table, keys: list[str], metrics: list[str]):
     finite values ``n``, mean, std and the 95% t-interval over the group's runs (its seeds)."""
     import pandas as pd
 
-    from dropout_lab.two_phase import stats
-
     by = (["experiment"] if "experiment" in runs_table.columns else []) + [_short_key(k) for k in keys]
     rows = []
     for values, group in runs_table.groupby(by, sort=False, dropna=False):
@@ -643,13 +647,7 @@ def group_table(runs_table, keys: list[str], metrics: list[str]):
         row = dict(zip(by, values))
         row["runs"] = len(group)
         for metric in metrics:
-            st = stats([float(v) for v in group[metric] if pd.notna(v)])
-            half = st["ci95"]
-            row.update({f"{metric}_n": st["n"], f"{metric}_mean": math.nan if st["mean"] is None else st["mean"],
-                        f"{metric}_std": math.nan if st["std"] is None else st["std"],
-                        f"{metric}_ci95": math.nan if half is None else half,
-                        f"{metric}_ci_low": math.nan if half is None else st["mean"] - half,
-                        f"{metric}_ci_high": math.nan if half is None else st["mean"] + half})
+            row.update({f"{metric}_{k}": math.nan if v is None else v for k, v in interval_stats(group[metric]).items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
