@@ -26,7 +26,16 @@ def _task(cfg) -> None:
 
     from dropout_lab.app import run
 
-    code = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    from hydra.types import RunMode
+
+    from dropout_lab.app import EXIT_FAILED
+
+    hydra_cfg = HydraConfig.get()
+    code = run(cfg, Path(hydra_cfg.runtime.output_dir))
+    # In a multirun sweep a run that failed (e.g. diverged, recorded as such) must not end the
+    # sweep; bad input still does, since every job of the sweep would repeat it.
+    if code == EXIT_FAILED and hydra_cfg.mode == RunMode.MULTIRUN:
+        return
     if code:
         sys.exit(code)
 

@@ -178,7 +178,9 @@ def make_pruner(cfg: dict):
 
     name = cfg["search"]["pruner"]
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=cfg["search"]["n_startup_trials"], n_warmup_steps=3)
+        # Dropout nets start slowly: no trial is judged in its first quarter of epochs.
+        warmup = max(3, int(cfg["trainer"]["epochs"]) // 4)
+        return optuna.pruners.MedianPruner(n_startup_trials=cfg["search"]["n_startup_trials"], n_warmup_steps=warmup)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=int(cfg["trainer"]["epochs"]))
     if name == "successive_halving":

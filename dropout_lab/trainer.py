@@ -207,6 +207,25 @@ def train(
     rng: np.random.Generator,
     callback: Callback | None = None,
 ) -> TrainResult:
+    """Train ``model`` in place (see :func:`_train`).
+
+    Overflow while a run diverges is expected and reported as status ``diverged``, so NumPy's
+    floating-point warnings are silenced here rather than printed for every layer.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _train(model, X_train, y_train, X_val, y_val, settings, rng, callback)
+
+
+def _train(
+    model: MLP,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    settings: TrainSettings,
+    rng: np.random.Generator,
+    callback: Callback | None = None,
+) -> TrainResult:
     """Train ``model`` in place; ``rng`` drives shuffling and dropout masks.
 
     Every ``eval_every`` epochs (and after the last) the train metrics (dropout off, on at most
