@@ -358,8 +358,6 @@ def compare_overrides(cfg: dict, arm: str) -> dict[str, Any]:
     return flat
 
 
-
-
 def validate_space_entry(name: str, spec: Any) -> None:
     """One ``search.space`` entry: ``{key, type, low, high, log, step}`` or ``{key, type: categorical, choices}``."""
     where = f"search.space.{name}"
