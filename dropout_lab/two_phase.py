@@ -370,9 +370,17 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
           f"data); baseline val_acc {_fmt(phase1['baseline']['val_acc'])} test_acc "
           f"{_fmt(phase1['baseline']['test_acc'])}", flush=True)
     try:
-        run_phase2(cfg, data, width, parent.id, tracker)
-        _wait_for_running(study, storage)
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        timeout = cfg["search"]["timeout"]
+        search_start = time.monotonic()
+        while True:
+            run_phase2(cfg, data, width, parent.id, tracker)
+            _wait_for_running(study, storage)
+            study = optuna.load_study(study_name=study_name, storage=storage)
+            # A trial whose worker died late is failed only while we wait: draw its replacement.
+            if search.finished_count(study) >= cfg["search"]["n_trials"]:
+                break
+            if timeout and time.monotonic() - search_start >= timeout:
+                break
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not completed:
             reasons = sorted({t.user_attrs.get("failure_reason", t.user_attrs.get("reason", "failed"))
@@ -462,8 +470,15 @@ def _summary(cfg, study, phase1, best, final, tracker, parent, storage_url, star
                    "experiment_id": tracker.experiment_id, "parent_run_id": parent.id},
         "optuna": {"storage": search._redact(storage_url), "study_name": study.study_name},
         "wall_seconds": round(time.perf_counter() - start, 2),
-        "config": cfg,
+        "config": _redacted(cfg),
     }
+
+
+def _redacted(cfg: dict) -> dict:
+    """``cfg`` with passwords in URLs hidden, for files written to disk."""
+    import json
+
+    return json.loads(json.dumps(cfg, default=str), object_hook=lambda d: {k: search._redact(v) for k, v in d.items()})
 
 
 def _tables_text(s: dict) -> str:

@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -90,19 +89,18 @@ def test_bad_input_is_one_paragraph_and_loses_nothing(recorded, tmp_path, case):
 def test_sigterm_ends_the_mlflow_run_killed(tmp_path):
     from mlflow import MlflowClient
 
-    args = ["dataset=moons", "dataset.n_samples=5000", "trainer.epochs=400", "progress=false"]
+    args = ["dataset=moons", "dataset.n_samples=5000", "trainer.epochs=400"]
     proc = subprocess.Popen([sys.executable, "-m", "dropout_lab", *args], cwd=tmp_path, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        if (tmp_path / "mlflow.db").exists():
-            exp = client.get_experiment_by_name("dropout_lab")
-            if exp and client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'"):
-                break
+    # The first progress line comes after the store was created and the run started: only then may
+    # this test open the store (two processes creating one SQLite store at once would race).
+    first = proc.stdout.readline()
+    while first and not first.startswith("train epoch"):
+        first = proc.stdout.readline()
+    assert first, proc.stderr.read()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert proc.returncode == 130, err
     assert "Traceback" not in out + err
     runs = client.search_runs([client.get_experiment_by_name("dropout_lab").experiment_id], "")
