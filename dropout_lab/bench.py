@@ -6,7 +6,7 @@ prints one JSON object per line:
 * ``large``: 784-1024-1024-10 ReLU, batch 128, dropout 0.2 on the input and 0.5 on the hidden layers,
   SGD with momentum 0.9, float32, on synthetic data. Also the GFLOP/s this reaches, counting
   ``2*M*N*K`` per GEMM (forward, dW, and dX except for the first layer), as a fraction of the float32
-  GEMM rate ``np.matmul`` reaches in the same run.
+  GEMM rates ``np.matmul`` reaches (the ``gemm`` shapes), measured just before each training run.
 * ``small``: 40-256-256-10 (MNIST-1D sized), batch 64, the same rates and optimiser.
 * ``seed``: the 2015 post's 3-4-1 sigmoid network, 60000 full-batch steps on the 4-row table (seconds).
 * ``gemm``: float32 ``np.matmul`` of 128x1024 @ 1024x1024 and of bigger square matrices.
@@ -219,8 +219,8 @@ def torch_version() -> str | None:
 # Measurements
 # ----------------------------------------------------------------------------------------------
 
-def bench_gemm(min_seconds: float = 0.5) -> dict[str, float]:
-    """GFLOP/s of float32 np.matmul for each of GEMM_SHAPES; prints one line per shape."""
+def gemm_rates(min_seconds: float) -> dict[str, float]:
+    """GFLOP/s of float32 ``np.matmul`` for each of GEMM_SHAPES (median over at least ``min_seconds``)."""
     rates = {}
     rng = np.random.default_rng(0)
     for m, k, n in GEMM_SHAPES:
@@ -234,14 +234,16 @@ def bench_gemm(min_seconds: float = 0.5) -> dict[str, float]:
             t0 = time.perf_counter()
             np.matmul(a, b, out=c)
             samples.append(time.perf_counter() - t0)
-        gflops = 2 * m * n * k / statistics.median(samples) / 1e9
-        key = f"{m}x{k}@{k}x{n}"
-        rates[key] = gflops
-        emit(case="gemm", shape=key, dtype="float32", gflops=round(gflops, 1), repeats=len(samples))
+        rates[f"{m}x{k}@{k}x{n}"] = 2 * m * n * k / statistics.median(samples) / 1e9
     return rates
 
 
-def bench_case(case: Case, args, gemm: dict[str, float] | None) -> None:
+def bench_gemm(args) -> None:
+    for shape, gflops in gemm_rates(args.gemm_seconds).items():
+        emit(case="gemm", shape=shape, dtype="float32", gflops=round(gflops, 1))
+
+
+def bench_case(case: Case, args) -> None:
     X, y = synthetic(case)
     epochs = args.epochs
     runners = {"numpy": numpy_runner(case, X, y, epochs)}
@@ -253,10 +255,13 @@ def bench_case(case: Case, args, gemm: dict[str, float] | None) -> None:
     for run in runners.values():  # warm-up: buffers, thread pools, caches
         run()
     rates: dict[str, list[float]] = {name: [] for name in runners}
+    gemm: list[dict[str, float]] = []  # the large case: the machine's GEMM rates next to each run
     for _ in range(args.repeats):
+        if case.name == "large":
+            gemm.append(gemm_rates(args.gemm_seconds))
         for name, run in runners.items():
-            if len(runners) > 1:
-                time.sleep(SETTLE_SECONDS)  # let the other library's idle threads stop spinning
+            if len(runners) > 1 or gemm:
+                time.sleep(SETTLE_SECONDS)  # let the idle threads of the last library stop spinning
             rates[name].append(run())
     shape = {"sizes": case.sizes, "batch": case.batch or "full", "rows": X.shape[0], "dtype": case.dtype,
              "drop": [case.drop_input, case.drop_hidden], "threads": args.threads}
@@ -269,15 +274,15 @@ def bench_case(case: Case, args, gemm: dict[str, float] | None) -> None:
         else:
             line["epochs"] = epochs
         line["runs"] = [round(v, 1) for v in values]
-        if case.name == "large" and name == "numpy":
-            achieved = gemm_flops_per_row(case.sizes) * med / 1e9
-            line["gflops"] = round(achieved, 1)
-            if gemm:
-                best = max(gemm.values())
-                line["gemm_gflops"] = {k: round(v, 1) for k, v in gemm.items()}
-                line["fraction_of_gemm"] = round(achieved / best, 3)
-                first = next(iter(gemm))
-                line[f"fraction_of_{first}"] = round(achieved / gemm[first], 3)
+        if gemm and name == "numpy":
+            # Achieved GFLOP/s against the best and the 128-row GEMM rate measured just before each
+            # run: medians of those pairwise fractions.
+            achieved = [gemm_flops_per_row(case.sizes) * v / 1e9 for v in values]
+            line["gflops"] = round(statistics.median(achieved), 1)
+            line["gemm_gflops"] = {k: round(statistics.median(g[k] for g in gemm), 1) for k in gemm[0]}
+            first = next(iter(gemm[0]))
+            line["fraction_of_gemm"] = round(statistics.median(a / max(g.values()) for a, g in zip(achieved, gemm)), 3)
+            line[f"fraction_of_{first}"] = round(statistics.median(a / g[first] for a, g in zip(achieved, gemm)), 3)
         emit(**line)
     if "torch" in rates:
         emit(case=case.name, ratio=round(median_ratio(rates["numpy"], rates["torch"]), 3),
@@ -332,7 +337,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="BLAS / PyTorch threads")
     p.add_argument("--rows", type=int, default=None, help="override the number of rows of the large/small data")
     p.add_argument("--steps", type=int, default=None, help="override the seed case's 60000 steps")
-    p.add_argument("--gemm-seconds", type=float, default=0.5, help="minimum time per GEMM shape")
+    p.add_argument("--gemm-seconds", type=float, default=0.3, help="minimum time per GEMM shape and measurement")
     args = p.parse_args(argv)
     for key in ("epochs", "repeats", "threads"):
         if getattr(args, key) < 1:
@@ -346,19 +351,16 @@ def main(argv: list[str] | None = None) -> int:
         emit(case="machine", cpu=cpu_model(), cpus=os.cpu_count(), threads=args.threads, blas_threads=blas,
              blas=blas_info(), numpy=np.__version__, torch=torch_version() if args.torch else None,
              python=sys.version.split()[0])
-        names = ["gemm", "large", "small", "seed"] if args.case == "all" else [args.case]
-        gemm = None
-        if "gemm" in names or "large" in names:
-            gemm = bench_gemm(args.gemm_seconds)
-        for name in names:
+        for name in ["gemm", "large", "small", "seed"] if args.case == "all" else [args.case]:
             if name == "gemm":
+                bench_gemm(args)
                 continue
             case = CASES[name]
             if args.rows and name != "seed":
                 case = Case(**{**case.__dict__, "rows": args.rows})
             if args.steps and name == "seed":
                 case = Case(**{**case.__dict__, "steps": args.steps})
-            bench_case(case, args, gemm)
+            bench_case(case, args)
     return 0
 
 

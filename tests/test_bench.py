@@ -37,16 +37,21 @@ def test_small_case_prints_numpy_throughput(capsys) -> None:
     assert line["samples_per_s"] > 0 and len(line["runs"]) == 1
 
 
-def test_large_case_reports_gflops_against_the_measured_gemm_rate(capsys, tiny_gemm) -> None:
-    rows = run_bench(capsys, "--case", "large", "--repeats", "1", "--rows", "256", "--no-torch",
-                     "--gemm-seconds", "0")
+def test_gemm_case_prints_one_rate_per_shape(capsys, tiny_gemm) -> None:
+    rows = run_bench(capsys, "--case", "gemm", "--gemm-seconds", "0")
     gemm = by_case(rows, "gemm")
     assert [g["shape"] for g in gemm] == ["8x16@16x16", "32x32@32x32"]
-    assert all(g["gflops"] > 0 for g in gemm)
+    assert all(g["dtype"] == "float32" and g["gflops"] > 0 for g in gemm)
+
+
+def test_large_case_reports_gflops_against_the_measured_gemm_rate(capsys, tiny_gemm) -> None:
+    rows = run_bench(capsys, "--case", "large", "--repeats", "2", "--rows", "256", "--no-torch",
+                     "--gemm-seconds", "0")
     (line,) = by_case(rows, "large")
     assert line["sizes"] == [784, 1024, 1024, 10] and line["batch"] == 128 and line["dtype"] == "float32"
-    assert line["drop"] == [0.2, 0.5]
-    assert {"samples_per_s", "gflops", "gemm_gflops", "fraction_of_gemm"} <= line.keys()
+    assert line["drop"] == [0.2, 0.5] and len(line["runs"]) == 2
+    assert {"samples_per_s", "gflops", "gemm_gflops", "fraction_of_gemm", "fraction_of_8x16@16x16"} <= line.keys()
+    assert set(line["gemm_gflops"]) == {"8x16@16x16", "32x32@32x32"}
     assert line["gflops"] > 0 and line["fraction_of_gemm"] > 0
 
 
