@@ -61,8 +61,10 @@ def test_sigkill_mid_study_then_rerun_finishes_and_keeps_everything(tmp_path):
 
     def one_done_and_one_running() -> bool:
         s = _study(tmp_path)
+        # Kill once the running trial has its MLflow run, so both records of it can be checked.
         return (search.finished_count(s) >= 2
-                and any(t.state == TrialState.RUNNING for t in s.get_trials(deepcopy=False)))
+                and any(t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
+                        for t in s.get_trials(deepcopy=False)))
 
     try:
         _wait_for(one_done_and_one_running, 180, "two finished trials and a running one")
