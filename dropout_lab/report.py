@@ -24,7 +24,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dropout_lab.errors import ConfigError
 
@@ -835,23 +835,14 @@ def _positive(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.group_by is not None:
-        return main_grouped(args)
+    return _exit_status(report_grouped if args.group_by is not None else report_run, args)
+
+
+def _exit_status(command: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
+    """Run one report command and give the process exit status: 0, or EXIT_BAD_INPUT after a one-line
+    ``error:`` for bad input, or 130 on Ctrl-C."""
     try:
-        src = load_sources(args.tracking_uri, args.experiment, args.storage, args.study, args.run)
-        tables = build_tables(src, args.top)
-        if not tables:
-            raise ConfigError(f"the run {src.parent['run_id'] if src.parent is not None else ''} has no phase-1, "
-                              "trial, final or compare results yet.")
-        print(render(tables, args.format))
-        for note in src.notes:
-            print(f"note: {note}", file=sys.stderr)
-        if args.out is not None:
-            for path in write_tables(tables, args.out, args.format):
-                print(f"wrote {path}", file=sys.stderr)
-        if args.plots is not None:
-            for path in write_plots(src, tables, args.plots):
-                print(f"wrote {path}", file=sys.stderr)
+        command(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -862,26 +853,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def main_grouped(args: argparse.Namespace) -> int:
-    """``--group-by``: the runs of the named experiments grouped by config keys."""
-    try:
-        src = load_runs(args.tracking_uri, args.experiment, args.filter)
-        tables = build_group_tables(src, args.group_by, args.metrics)
-        print(render(tables, args.format))
-        if args.out is not None:
-            for path in write_tables(tables, args.out, args.format):
-                print(f"wrote {path}", file=sys.stderr)
-        if args.plots is not None:
-            path = write_group_plot(tables, args.group_by, args.metrics, args.plots, ", ".join(src.experiments))
+def report_run(args: argparse.Namespace) -> None:
+    """The tables (and figures) of one two-phase or compare run."""
+    src = load_sources(args.tracking_uri, args.experiment, args.storage, args.study, args.run)
+    tables = build_tables(src, args.top)
+    if not tables:
+        raise ConfigError(f"the run {src.parent['run_id'] if src.parent is not None else ''} has no phase-1, "
+                          "trial, final or compare results yet.")
+    print(render(tables, args.format))
+    for note in src.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.out is not None:
+        for path in write_tables(tables, args.out, args.format):
             print(f"wrote {path}", file=sys.stderr)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    if args.plots is not None:
+        for path in write_plots(src, tables, args.plots):
+            print(f"wrote {path}", file=sys.stderr)
+
+
+def report_grouped(args: argparse.Namespace) -> None:
+    """``--group-by``: the runs of the named experiments grouped by config keys."""
+    src = load_runs(args.tracking_uri, args.experiment, args.filter)
+    tables = build_group_tables(src, args.group_by, args.metrics)
+    print(render(tables, args.format))
+    if args.out is not None:
+        for path in write_tables(tables, args.out, args.format):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.plots is not None:
+        path = write_group_plot(tables, args.group_by, args.metrics, args.plots, ", ".join(src.experiments))
+        print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

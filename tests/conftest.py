@@ -1,7 +1,9 @@
-"""Shared fixtures: the repository root, the real command line, and the composed Hydra config."""
+"""Shared fixtures: the repository root, the real command line, the composed Hydra config, and small
+two-phase runs written into a temporary folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +33,31 @@ def run_dropout_lab(args: Sequence[str], cwd: Path, *, env: dict[str, str] | Non
         cwd=cwd, env=env if env is not None else cli_env(),
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def small_two_phase(*, final_seeds: int, n_trials: int) -> list[str]:
+    """The overrides of a small two-phase run on moons: phase 1 over widths 8 and 16, then ``n_trials``
+    search trials and ``final_seeds`` seeds of the final comparison, all of a few epochs."""
+    return [
+        "+experiment=two_phase", "dataset=moons", "dataset.n_samples=300",
+        "trainer.epochs=4", "two_phase.widths=[8,16]", "two_phase.phase1_epochs=8",
+        f"two_phase.final_seeds={final_seeds}", f"search.n_trials={n_trials}", "progress=false",
+    ]
+
+
+def run_in_new_folder(tmp_path_factory: pytest.TempPathFactory, name: str, args: Sequence[str]) -> Path:
+    """A new temporary folder (named after ``name``) in which `python -m dropout_lab ARGS` ran and succeeded;
+    it holds the run's stores (mlflow.db, optuna.journal) and its outputs/ or multirun/ folder."""
+    cwd = tmp_path_factory.mktemp(name)
+    proc = run_dropout_lab(args, cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd
+
+
+def two_phase_summary(run_dir: Path) -> dict:
+    """The summary.json of the one two-phase job that ran in ``run_dir``."""
+    (path,) = run_dir.glob("outputs/two_phase/*/summary.json")
+    return json.loads(path.read_text())
 
 
 def compose_config(overrides: Sequence[str] = ()):

@@ -12,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env, run_dropout_lab
+from conftest import cli_env, run_in_new_folder, small_two_phase, two_phase_summary
 
-SMALL = [
-    "+experiment=two_phase", "dataset=moons", "dataset.n_samples=300",
-    "trainer.epochs=4", "two_phase.widths=[8,16]", "two_phase.phase1_epochs=8",
-    "two_phase.final_seeds=3", "search.n_trials=4", "progress=false",
-]
+SMALL = small_two_phase(final_seeds=3, n_trials=4)
 
 
 def run_report(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -30,16 +26,12 @@ def run_report(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.C
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A folder holding one small two-phase run: mlflow.db, optuna.journal and outputs/."""
-    cwd = tmp_path_factory.mktemp("report")
-    proc = run_dropout_lab(SMALL, cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return cwd
+    return run_in_new_folder(tmp_path_factory, "report", SMALL)
 
 
 @pytest.fixture(scope="module")
 def summary(run_dir) -> dict:
-    (path,) = run_dir.glob("outputs/two_phase/*/summary.json")
-    return json.loads(path.read_text())
+    return two_phase_summary(run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -299,10 +291,7 @@ SWEEP = ["-m", "experiment_name=sweep", "dataset=moons", "dataset.n_samples=200"
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
     """A folder holding a real Hydra multirun of six single runs: 2 hidden drop rates x 3 seeds."""
-    cwd = tmp_path_factory.mktemp("sweep")
-    proc = run_dropout_lab(SWEEP, cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return cwd
+    return run_in_new_folder(tmp_path_factory, "sweep", SWEEP)
 
 
 @pytest.fixture(scope="module")

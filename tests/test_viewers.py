@@ -17,13 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env, run_dropout_lab
+from conftest import cli_env, run_in_new_folder, small_two_phase, two_phase_summary
 
-SMALL = [
-    "+experiment=two_phase", "dataset=moons", "dataset.n_samples=300",
-    "trainer.epochs=4", "two_phase.widths=[8,16]", "two_phase.phase1_epochs=8",
-    "two_phase.final_seeds=2", "search.n_trials=3", "progress=false",
-]
+SMALL = small_two_phase(final_seeds=2, n_trials=3)
 START_TIMEOUT = 90
 
 
@@ -84,10 +80,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    cwd = tmp_path_factory.mktemp("viewers")
-    proc = run_dropout_lab(SMALL, cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return cwd
+    return run_in_new_folder(tmp_path_factory, "viewers", SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +108,8 @@ def viewers(run_dir, tmp_path_factory):
             server.stop()
 
 
-def _summary(run_dir: Path) -> dict:
-    (path,) = run_dir.glob("outputs/two_phase/*/summary.json")
-    return json.loads(path.read_text())
-
-
 def test_mlflow_server_serves_the_parent_and_its_children(viewers, run_dir):
-    s = _summary(run_dir)
+    s = two_phase_summary(run_dir)
     runs = request(f"{viewers['mlflow']}/api/2.0/mlflow/runs/search",
                    {"experiment_ids": [s["mlflow"]["experiment_id"]], "max_results": 1000})["runs"]
     tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs}
@@ -134,7 +122,7 @@ def test_mlflow_server_serves_the_parent_and_its_children(viewers, run_dir):
 
 
 def test_optuna_dashboard_serves_the_study_and_its_trials(viewers, run_dir):
-    s = _summary(run_dir)
+    s = two_phase_summary(run_dir)
     studies = request(f"{viewers['dashboard']}/api/studies")["study_summaries"]
     (study,) = [x for x in studies if x["study_name"] == s["optuna"]["study_name"]]
     detail = request(f"{viewers['dashboard']}/api/studies/{study['study_id']}")
