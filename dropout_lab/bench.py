@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from dropout_lab.model import MLP, MLPSpec
+from dropout_lab.model import MLP, MLPSpec, blas_function
 from dropout_lab.trainer import TrainSettings, train
 
 
@@ -316,15 +316,15 @@ def cpu_model() -> str | None:
 
 
 def blas_info() -> str | None:
-    """NumPy's BLAS library, version and kernel architecture (via threadpoolctl when installed)."""
+    """The loaded BLAS libraries (NumPy's, then SciPy's when the networks call it directly): library,
+    version and kernel architecture (via threadpoolctl when installed)."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
         return None
-    for pool in threadpool_info():
-        if pool.get("user_api") == "blas":
-            return " ".join(str(pool.get(k)) for k in ("internal_api", "version", "architecture") if pool.get(k))
-    return None
+    pools = [" ".join(str(pool.get(k)) for k in ("internal_api", "version", "architecture") if pool.get(k))
+             for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    return "; ".join(pools) or None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -347,6 +347,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The large and small networks call SciPy's BLAS directly (MLP.blas): load it first, so that the
+    # thread limit covers it too.
+    blas_function("gemm", np.dtype(np.float32))
     with blas_threads(args.threads) as blas, torch_threads(args.threads if args.torch else None):
         emit(case="machine", cpu=cpu_model(), cpus=os.cpu_count(), threads=args.threads, blas_threads=blas,
              blas=blas_info(), numpy=np.__version__, torch=torch_version() if args.torch else None,

@@ -194,7 +194,7 @@ class LayerWork:
                  "product_z", "product_dW", "product_dh")
 
     def __init__(self, n: int, fan_in: int, fan_out: int, drop_rate: float, activation: str | None,
-                 first: bool, dtype: np.dtype) -> None:
+                 first: bool, dtype: np.dtype, blas: bool) -> None:
         self.dtype = dtype
         self.activation = activation  # None for the output layer
         dropout = drop_rate > 0
@@ -206,16 +206,80 @@ class LayerWork:
         self.z = np.empty((n, fan_out), dtype=dtype)
         self.dh = None if first else np.empty((n, fan_in), dtype=dtype)
         self.ones = np.ones(n, dtype=dtype)  # (n,): ones @ dz sums dz over the batch
-        # The matrix product filling z, dL/dW and dh: np.dot zero-fills its output before calling BLAS,
-        # a wasted pass over a big output; np.matmul skips it but costs more per call on tiny ones.
-        self.product_z = product_for(n * fan_out)
-        self.product_dW = product_for(fan_in * fan_out)
-        self.product_dh = product_for(n * fan_in)
+        # The matrix products filling z, dL/dW and dh (see product_for).
+        self.product_z = product_for(n * fan_out, blas)
+        self.product_dW = product_for(fan_in * fan_out, blas)
+        self.product_dh = product_for(n * fan_in, blas)
 
 
-def product_for(size: int):
-    """``np.matmul`` for products with an output of ``size`` numbers or more, else ``np.dot``."""
+def product_for(size: int, blas: bool):
+    """The function computing a product with an output of ``size`` numbers.
+
+    With ``blas``: :func:`blas_matmul`. Otherwise ``np.matmul`` for outputs of 4096 numbers or more,
+    else ``np.dot`` (it zero-fills its output before calling BLAS, a wasted pass over a big output;
+    ``np.matmul`` skips it but costs more per call on tiny ones).
+    """
+    if blas:
+        return blas_matmul
     return np.matmul if size >= 4096 else np.dot
+
+
+# ----------------------------------------------------------------------------------------------
+# Calling BLAS directly (SciPy's wrappers): c = alpha * a @ b + beta * c in one pass
+# ----------------------------------------------------------------------------------------------
+# NumPy's products always overwrite their output; BLAS can also add to it (beta), which lets
+# momentum SGD add each gradient to its velocity in the product that computes it. A network uses
+# BLAS this way for all its products or for none: NumPy and SciPy each bring their own BLAS with its
+# own worker threads, which keep spinning for a while after each product, and on a machine with few
+# cores the two sets of workers slow each other down many times over when products alternate.
+
+# Networks whose biggest weight matrix has at least this many numbers use BLAS directly; on smaller
+# ones NumPy's products cost less per call.
+BLAS_MIN_WEIGHTS = 4096
+
+_BLAS: dict[str, object] = {}
+
+
+def blas_function(name: str, dtype: np.dtype):
+    """SciPy's BLAS routine ``name`` for ``dtype`` (``"gemm"`` -> ``sgemm`` for float32, ``dgemm``
+    for float64), imported on first use; None when SciPy is not installed."""
+    key = ("s" if dtype == np.float32 else "d") + name
+    if key not in _BLAS:
+        try:
+            from scipy.linalg import blas
+        except ImportError:
+            return None
+        _BLAS[key] = getattr(blas, key)
+    return _BLAS[key]
+
+
+def blas_matmul(a: np.ndarray, b: np.ndarray, *, out: np.ndarray, alpha: float = 1.0,
+                beta: float = 0.0) -> np.ndarray:
+    """``out = alpha * a @ b + beta * out`` in place, in one call of BLAS ``gemm``; returns ``out``.
+
+    ``a`` (M, K), ``b`` (K, N) and the C-ordered ``out`` (M, N) share one dtype. BLAS works on
+    column-major (Fortran-ordered) arrays, and the transpose of a C-ordered array is a
+    Fortran-ordered view of the same memory: the call computes the transposed equation
+    ``out.T = alpha * b.T @ a.T + beta * out.T`` on such views, so nothing is copied and the result
+    lands in ``out``. An operand that is already a transposed view (``h.T``, ``W.T``) is passed as it
+    is, with BLAS's flag to transpose it.
+    """
+    gemm = blas_function("gemm", out.dtype)
+    b_t, trans_b = (b.T, 0) if b.flags.c_contiguous else (b, 1)
+    a_t, trans_a = (a.T, 0) if a.flags.c_contiguous else (a, 1)
+    c = out.T  # (N, M), Fortran-ordered
+    if gemm(alpha, b_t, a_t, beta=beta, c=c, trans_a=trans_b, trans_b=trans_a, overwrite_c=1) is not c:
+        # The wrapper silently works on a copy of an output it cannot use as it is: never lose a result.
+        raise RuntimeError("BLAS gemm did not write its output in place (not a C-ordered array?)")
+    return out
+
+
+def blas_column_sums(dz: np.ndarray, ones: np.ndarray, *, out: np.ndarray, beta: float = 0.0) -> np.ndarray:
+    """``out = dz.T @ ones + beta * out`` in place: the column sums of ``dz`` (N, K), by BLAS ``gemv``."""
+    gemv = blas_function("gemv", out.dtype)
+    if gemv(1.0, dz.T, ones, beta=beta, y=out, overwrite_y=1) is not out:
+        raise RuntimeError("BLAS gemv did not write its output in place (not a contiguous vector?)")
+    return out
 
 
 class MLP:
@@ -240,6 +304,9 @@ class MLP:
             b[...] = 0
         # Per-layer drop rates of the *inputs* to each weight layer: the input layer, then hidden ones.
         self.drop_rates = [float(spec.drop_input), *spec.drop_hidden]
+        # Products through BLAS directly (see blas_matmul) for big networks, when SciPy is there.
+        self.blas = (max(W.size for W in self.W) >= BLAS_MIN_WEIGHTS
+                     and blas_function("gemm", self.dtype) is not None)
         self._work: dict[int, list[LayerWork]] = {}  # batch size N -> work arrays of every layer
         self._train_work: list[LayerWork] = []  # those of the last training pass, for backward
 
@@ -271,7 +338,7 @@ class MLP:
         last = len(sizes) - 2
         work = self._work[n] = [
             LayerWork(n, fan_in, fan_out, self.drop_rates[layer], self.spec.activation if layer < last else None,
-                      layer == 0, self.dtype)
+                      layer == 0, self.dtype, self.blas)
             for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]))
         ]
         return work
@@ -304,16 +371,29 @@ class MLP:
             h = act_forward(z, w.activation) if w.activation else z
         return h
 
-    def backward(self, dz: np.ndarray, grads: list[np.ndarray]) -> None:
+    def backward(self, dz: np.ndarray, grads: list[np.ndarray], velocity: list[np.ndarray] | None = None,
+                 momentum: float = 0.0) -> None:
         """Back-propagate dL/dz_out ``dz`` (N, K) through the cached training pass.
 
-        Writes the gradients into ``grads`` (same order and shapes as :attr:`params`).
+        Writes the gradients into ``grads`` (same order and shapes as :attr:`params`). With
+        ``velocity`` (momentum SGD's velocities, same order and shapes; only when :attr:`blas`),
+        each gradient is instead added to its velocity by the product that computes it,
+        ``velocity = momentum * velocity + gradient``, and ``grads`` is left alone: the optimiser
+        then neither reads the gradients nor writes the velocities again.
         """
         work = self._train_work
         for layer in range(len(work) - 1, -1, -1):
             w = work[layer]
-            w.product_dW(w.h.T, dz, out=grads[2 * layer])  # dL/dW = h.T @ dz (fan_in, fan_out)
-            np.dot(w.ones, dz, out=grads[2 * layer + 1])  # dL/db (fan_out,): the column sums of dz
+            if velocity is None:
+                w.product_dW(w.h.T, dz, out=grads[2 * layer])  # dL/dW = h.T @ dz (fan_in, fan_out)
+                if self.blas:
+                    blas_column_sums(dz, w.ones, out=grads[2 * layer + 1])  # dL/db (fan_out,)
+                else:
+                    np.dot(w.ones, dz, out=grads[2 * layer + 1])  # dL/db (fan_out,): the column sums of dz
+            else:
+                # v_W = momentum * v_W + h.T @ dz, v_b = momentum * v_b + (column sums of dz)
+                blas_matmul(w.h.T, dz, out=velocity[2 * layer], beta=momentum)
+                blas_column_sums(dz, w.ones, out=velocity[2 * layer + 1], beta=momentum)
             if layer == 0:
                 break
             dh = w.product_dh(dz, self.W[layer].T, out=w.dh)  # dL/dh = dz @ W.T (N, fan_in)
@@ -340,7 +420,10 @@ class MLP:
         last = len(self.W) - 1
         h = X
         for layer, (W, b) in enumerate(zip(self.W, self.b)):
-            z = np.matmul(h, W)
+            if self.blas and h.dtype == self.dtype:
+                z = blas_matmul(h, W, out=np.empty((h.shape[0], W.shape[1]), dtype=self.dtype))
+            else:
+                z = np.matmul(h, W)
             z += b
             h = act_forward(z, self.spec.activation) if layer < last else z
         return h

@@ -8,6 +8,7 @@ as a pruner does).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -145,6 +146,11 @@ class Optimizer:
             pieces = [tuple(None if a is None else a[i:i + chunk] for a in flats) for i in range(0, size, chunk)]
         else:  # a parameter array was replaced: update each on its own
             pieces = list(zip(self.params, self.grads, m, v))
+        # Plain momentum SGD on a network that calls BLAS directly: backward adds each gradient to
+        # its velocity in the product that computes it (MLP.backward's velocity), and the step is
+        # left with p -= lr * m: it reads neither the gradients nor writes the velocities.
+        self.fused_velocity = (m if model.blas and self.kind == "momentum" and not s.nesterov
+                               and not s.weight_decay else None)
         largest = max(p.size for p, *_ in pieces)
         scratch = [np.empty(largest, dtype=model.dtype) for _ in range(2)]
         self.pieces = [(p, g, m, v, *(t[:p.size].reshape(p.shape) for t in scratch)) for p, g, m, v in pieces]
@@ -175,17 +181,27 @@ class Optimizer:
         elif self.kind == "momentum":
             # PyTorch's formulation: m = momentum * m + g; Nesterov steps along g + momentum * m.
             mu = s.momentum
-            for p, g, m, _, tmp, _ in self.pieces:
-                m *= mu
-                m += g
-                if s.nesterov:
-                    g += np.multiply(m, mu, out=tmp)
-                    p -= np.multiply(g, lr, out=tmp)
-                else:
+            if self.fused_velocity is not None:
+                # backward has already done m = momentum * m + g.
+                for p, _, m, _, tmp, _ in self.pieces:
                     p -= np.multiply(m, lr, out=tmp)
+            else:
+                for p, g, m, _, tmp, _ in self.pieces:
+                    m *= mu
+                    m += g
+                    if s.nesterov:
+                        g += np.multiply(m, mu, out=tmp)
+                        p -= np.multiply(g, lr, out=tmp)
+                    else:
+                        p -= np.multiply(m, lr, out=tmp)
         else:
             for p, g, _, _, tmp, _ in self.pieces:
                 p -= np.multiply(g, lr, out=tmp)
+        self.constrain()
+
+    def constrain(self) -> None:
+        """Apply the max-norm constraint (when set) after an update."""
+        s = self.s
         if s.max_norm is not None:
             for p, is_weight in zip(self.params, self.is_weight):
                 if is_weight:
@@ -251,6 +267,8 @@ def _train(
     best_val, best_params, bad_evals = math.inf, None, 0
     lr = s.lr
     forward, backward, grads, update = model.forward, model.backward, opt.grads, opt.step
+    if opt.fused_velocity is not None:
+        backward = functools.partial(backward, velocity=opt.fused_velocity, momentum=s.momentum)
     loss_name, reduction = model.spec.loss, s.reduction
     full_batch = batch == n
     y_train = np.asarray(y_train)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dropout_lab.errors import ConfigError
-from dropout_lab.model import MLP, MLPSpec, loss_forward_backward
+from dropout_lab.model import BLAS_MIN_WEIGHTS, MLP, MLPSpec, blas_matmul, loss_forward_backward
 
 
 def make_model(activation: str = "tanh", n_outputs: int = 1, *, hidden=(5, 4), n_inputs: int = 3,
@@ -110,6 +110,90 @@ def test_loss_values_match_hand_computation() -> None:
     loss, y_hat, _ = loss_forward_backward(zs, ys, "xent")
     assert loss == pytest.approx(expected, rel=1e-12)
     np.testing.assert_allclose(y_hat, soft, rtol=1e-12)
+
+
+# --- BLAS called directly ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layout", ["a @ b", "a.T @ b", "a @ b.T"])
+def test_blas_matmul_writes_the_product_into_out(layout, dtype) -> None:
+    rng = np.random.default_rng(20)
+    a = rng.normal(size=(7, 5)).astype(dtype)
+    b = rng.normal(size=(5, 6)).astype(dtype)
+    if layout == "a.T @ b":
+        a = np.ascontiguousarray(a.T).T  # a transposed view, as h.T in backward
+    elif layout == "a @ b.T":
+        b = np.ascontiguousarray(b.T).T  # as W.T in backward
+    out = np.full((7, 6), np.nan, dtype=dtype)
+    assert blas_matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5 if dtype == "float32" else 1e-12)
+
+
+def test_blas_matmul_adds_beta_times_out() -> None:
+    rng = np.random.default_rng(21)
+    a, b, out = rng.normal(size=(4, 3)), rng.normal(size=(3, 5)), rng.normal(size=(4, 5))
+    expected = 0.9 * out + a @ b
+    blas_matmul(a, b, out=out, beta=0.9)
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+def test_blas_matmul_refuses_an_output_it_cannot_write_in_place() -> None:
+    out = np.zeros((4, 10))[:, ::2]  # not C-ordered: BLAS would work on a copy
+    with pytest.raises(RuntimeError, match="in place"):
+        blas_matmul(np.ones((4, 3)), np.ones((3, 5)), out=out)
+
+
+def test_networks_with_big_weight_matrices_use_blas() -> None:
+    side = int(BLAS_MIN_WEIGHTS ** 0.5)
+    big = MLP(MLPSpec(n_inputs=4, hidden=[side, side], n_outputs=2), np.random.default_rng(0))
+    small = MLP(MLPSpec(n_inputs=4, hidden=[8, 8], n_outputs=2), np.random.default_rng(0))
+    assert big.blas and not small.blas
+
+
+def test_backward_through_blas_matches_finite_differences() -> None:
+    model = make_model("relu", 3, hidden=(5, 4))
+    model.blas = True  # the products of a big network, on a network small enough to check
+    rng = np.random.default_rng(22)
+    X = rng.normal(size=(6, 3))
+    y = rng.integers(0, 3, size=6)
+    check_gradients(model, X, y)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_blas_and_numpy_products_give_the_same_passes(activation) -> None:
+    plain = make_model(activation, 3, hidden=(70, 60), n_inputs=5)
+    blas = make_model(activation, 3, hidden=(70, 60), n_inputs=5)
+    assert blas.blas and blas.W[1].size >= BLAS_MIN_WEIGHTS
+    plain.blas = False
+    X = np.random.default_rng(23).normal(size=(9, 5))
+    y = np.random.default_rng(24).integers(0, 3, size=9)
+    np.testing.assert_allclose(blas.forward(X), plain.forward(X), rtol=1e-12)
+    grads = []
+    for model in (plain, blas):
+        z = model.forward(X, np.random.default_rng(25))
+        dz = loss_forward_backward(z, y, "xent")[2]
+        grads.append([np.zeros_like(p) for p in model.params])
+        model.backward(dz, grads[-1])
+    for g_plain, g_blas in zip(*grads):
+        np.testing.assert_allclose(g_blas, g_plain, rtol=1e-10, atol=1e-14)
+
+
+def test_backward_with_velocity_adds_the_gradients_to_it() -> None:
+    model = make_model("relu", 3, hidden=(70, 60), n_inputs=5)
+    X = np.random.default_rng(26).normal(size=(9, 5))
+    y = np.random.default_rng(27).integers(0, 3, size=9)
+    z = model.forward(X, np.random.default_rng(28))
+    dz = loss_forward_backward(z, y, "xent")[2]
+    grads = [np.zeros_like(p) for p in model.params]
+    model.backward(dz, grads)
+    velocity = [np.random.default_rng(29).normal(size=p.shape) for p in model.params]
+    expected = [0.9 * v + g for v, g in zip(velocity, grads)]
+    untouched = [np.full_like(p, np.nan) for p in model.params]
+    model.backward(dz, untouched, velocity=velocity, momentum=0.9)
+    for v, e in zip(velocity, expected):
+        np.testing.assert_allclose(v, e, rtol=1e-12, atol=1e-15)
+    assert all(np.isnan(g).all() for g in untouched)  # the gradients went into the velocities only
 
 
 # --- inverted dropout --------------------------------------------------------------------------

@@ -214,3 +214,76 @@ def test_huge_learning_rate_diverges_with_saturating_or_adam(digits, settings) -
 def test_bad_train_settings_raise_config_error(kwargs, key) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         TrainSettings(**kwargs)
+
+
+# --- momentum added to the velocity inside the gradient products ---------------------------------
+
+
+def fit_both_ways(data: Dataset, dtype: str, **settings) -> tuple[MLP, MLP, TrainResult]:
+    """The same short run on a network that calls BLAS directly and on one using NumPy's products."""
+    models = []
+    for blas in (True, False):
+        rng = np.random.default_rng(5)
+        spec = MLPSpec(n_inputs=data.n_features, hidden=[80, 64], n_outputs=data.n_classes, activation="relu",
+                       drop_input=0.2, drop_hidden=0.5, dtype=dtype)
+        model = MLP(spec, rng)
+        assert model.blas  # 80 x 64 weights
+        model.blas = blas
+        result = train(model, data.X_train, data.y_train, data.X_val, data.y_val,
+                       TrainSettings(**{"lr": 0.05, "epochs": 2, "batch_size": 100, **settings}), rng)
+        models.append(model)
+    return *models, result
+
+
+def assert_same_weights(a: MLP, b: MLP, dtype: str) -> None:
+    for pa, pb in zip(a.params, b.params):
+        np.testing.assert_allclose(pa, pb, rtol=1e-4 if dtype == "float32" else 1e-10,
+                                   atol=1e-6 if dtype == "float32" else 1e-13)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_momentum_inside_the_products_matches_the_plain_update(digits, dtype) -> None:
+    fused, plain, result = fit_both_ways(digits, dtype, momentum=0.9)
+    assert result.status == "completed" and result.steps > 10
+    assert_same_weights(fused, plain, dtype)
+
+
+def test_momentum_inside_the_products_follows_learning_rate_decay(digits) -> None:
+    fused, plain, _ = fit_both_ways(digits, "float64", momentum=0.9, lr_decay=0.5)
+    assert_same_weights(fused, plain, "float64")
+
+
+def test_momentum_inside_the_products_keeps_max_norm(digits) -> None:
+    fused, plain, _ = fit_both_ways(digits, "float64", momentum=0.9, lr=0.5, max_norm=0.5)
+    assert max(np.linalg.norm(W, axis=0).max() for W in fused.W) <= 0.5 * (1 + 1e-9)
+    assert_same_weights(fused, plain, "float64")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(momentum=0.9, nesterov=True), dict(momentum=0.9, weight_decay=0.01), dict(optimizer="adam", lr=0.01),
+     dict(momentum=0.0)],
+    ids=["nesterov", "weight_decay", "adam", "no_momentum"],
+)
+def test_other_optimisers_on_blas_networks_match_numpy_products(digits, settings) -> None:
+    fused, plain, _ = fit_both_ways(digits, "float64", **settings)
+    assert_same_weights(fused, plain, "float64")
+
+
+def test_only_plain_momentum_adds_gradients_inside_the_products() -> None:
+    from dropout_lab.trainer import Optimizer
+
+    model = MLP(MLPSpec(n_inputs=64, hidden=[80, 64], n_outputs=10), np.random.default_rng(0))
+    assert Optimizer(model, TrainSettings(momentum=0.9)).fused_velocity is not None
+    for settings in (dict(momentum=0.9, nesterov=True), dict(momentum=0.9, weight_decay=0.1),
+                     dict(optimizer="adam", momentum=0.0), dict(momentum=0.0)):
+        assert Optimizer(model, TrainSettings(**settings)).fused_velocity is None
+    model.blas = False
+    assert Optimizer(model, TrainSettings(momentum=0.9)).fused_velocity is None
+
+
+def test_blas_network_gives_bitwise_identical_runs_for_one_seed(digits) -> None:
+    a, _, _ = fit_both_ways(digits, "float32", momentum=0.9)
+    b, _, _ = fit_both_ways(digits, "float32", momentum=0.9)
+    for pa, pb in zip(a.params, b.params):
+        np.testing.assert_array_equal(pa, pb)
