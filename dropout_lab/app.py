@@ -53,13 +53,21 @@ def _raise_interrupt(signum, frame) -> None:
 def run_train(cfg: dict, output_dir: Path) -> int:
     """Train one model, save ``model.npz`` and ``summary.json``, print its metrics."""
     from dropout_lab.data import load_dataset
-    from dropout_lab.run import Progress, chain, fit, metrics_table, run_params, write_json
-    from dropout_lab.tracking import FAILED, FINISHED, make_tracker
+    from dropout_lab.tracking import closing, make_tracker
 
     start = time.perf_counter()
-    tracker = make_tracker(cfg)
-    data = load_dataset(cfg["dataset"], cfg["model"]["dtype"])
-    print(data.describe(), flush=True)
+    # The MLflow writer opens its store while the data loads.
+    with closing(make_tracker(cfg)) as tracker:
+        data = load_dataset(cfg["dataset"], cfg["model"]["dtype"])
+        print(data.describe(), flush=True)
+        tracker.wait_ready()
+        return _train(cfg, output_dir, tracker, data, start)
+
+
+def _train(cfg: dict, output_dir: Path, tracker, data, start: float) -> int:
+    from dropout_lab.run import Progress, chain, fit, metrics_table, run_params, write_json
+    from dropout_lab.tracking import FAILED, FINISHED
+
     tags = {"phase": "single", "dataset": data.name, "output_dir": str(output_dir)}
     with tracker.start_run(f"train-seed{cfg['seed']}", params=run_params(cfg), tags=tags) as mlrun:
         progress = Progress("train", _epochs(cfg, data.X_train.shape[0]), cfg["progress"])
@@ -94,6 +102,7 @@ def run_train(cfg: dict, output_dir: Path) -> int:
         if cfg["tracking"]["backend"] == "mlflow" and cfg["tracking"]["log_models"]:
             mlrun.log_pyfunc_model(model_path, data.mean, data.scale)
         mlrun.end(FINISHED if m["status"] != "diverged" else FAILED)
+    tracker.close()
 
     rows = {split: {"loss": m[f"{split}_loss"], "acc": m[f"{split}_acc"]} for split in ("train", "val", "test")}
     print()

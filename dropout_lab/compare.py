@@ -19,9 +19,9 @@ from pathlib import Path
 from dropout_lab.config import compare_overrides, validate
 from dropout_lab.data import load_dataset
 from dropout_lab.errors import ConfigError
-from dropout_lab.run import Progress, chain, fit, run_params, write_json
-from dropout_lab.tracking import FAILED, FINISHED, make_tracker, status_for_exception
-from dropout_lab.two_phase import _fmt, _log_curves, _yaml, stats
+from dropout_lab.run import Progress, chain, fit, fmt, log_curves, run_params, to_yaml, write_json
+from dropout_lab.tracking import FAILED, FINISHED, closing, make_tracker, status_for_exception
+from dropout_lab.two_phase import stats
 
 ARMS = ("a", "b")
 METRICS = ("test_acc", "test_loss")
@@ -64,6 +64,12 @@ def run_compare(cfg: dict, output_dir: Path) -> int:
     if labels["a"] == labels["b"]:
         labels = {arm: f"{arm}: {labels[arm]}" for arm in ARMS}
     seeds = [cfg["seed"] + i for i in range(c["seeds"])]
+    # The MLflow writer opens its store while the data loads.
+    with closing(make_tracker(cfg)) as tracker:
+        return _compare(cfg, output_dir, tracker, arms, labels, seeds, start)
+
+
+def _compare(cfg: dict, output_dir: Path, tracker, arms: dict, labels: dict, seeds: list[int], start: float) -> int:
     # Each distinct dataset config is loaded once (overrides may change the data, e.g. max_train).
     datasets: dict[str, object] = {}
     data = {}
@@ -74,11 +80,11 @@ def run_compare(cfg: dict, output_dir: Path) -> int:
             print(datasets[key].describe(), flush=True)
         data[arm] = datasets[key]
 
-    tracker = make_tracker(cfg)
+    tracker.wait_ready()
     parent = tracker.start_run(f"compare-{cfg['experiment_name']}", params=run_params(cfg),
                                tags={"phase": "parent", "task": "compare", "label_a": labels["a"],
                                      "label_b": labels["b"], "seeds": len(seeds)})
-    parent.log_text(_yaml(cfg), "config.yaml")
+    parent.log_text(to_yaml(cfg), "config.yaml")
     results: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     histories: dict[str, list[dict]] = {}
     try:
@@ -101,8 +107,8 @@ def run_compare(cfg: dict, output_dir: Path) -> int:
                         run.end(FAILED)
                 results[arm].append({"seed": seed, **{k: m[k] for k in ("status", "epochs", "train_acc", "val_acc",
                                                                          "test_acc", "test_loss")}})
-                print(f"compare: {arm} ({labels[arm]}) seed {seed}  test_acc {_fmt(m['test_acc'])}  "
-                      f"test_loss {_fmt(m['test_loss'])}  {m['status']}", flush=True)
+                print(f"compare: {arm} ({labels[arm]}) seed {seed}  test_acc {fmt(m['test_acc'])}  "
+                      f"test_loss {fmt(m['test_loss'])}  {m['status']}", flush=True)
     except BaseException as exc:
         parent.end(status_for_exception(exc))
         raise
@@ -126,13 +132,14 @@ def run_compare(cfg: dict, output_dir: Path) -> int:
     text = summary_text(summary)
     parent.log_artifact(output_dir / "summary.json")
     parent.log_text(text, "summary.txt")
-    _log_curves(parent, histories, output_dir, "learning_curves",
+    log_curves(parent, histories, output_dir, "learning_curves",
                 f"{labels['a']} vs {labels['b']} (seed {seeds[0]})", cfg, force=True)
     means = {f"{arm}_{k}": summary[arm][k]["mean"] for arm in ARMS for k in METRICS}
     means.update({f"difference_{k}": summary["difference"][k]["mean"] for k in METRICS})
     parent.log_metrics(0, {k: v for k, v in means.items() if v is not None})
     missing = [labels[arm] for arm in ARMS if summary[arm]["test_acc"]["n"] == 0]
     parent.end(FAILED if missing else FINISHED)
+    tracker.close()
     print()
     print(text)
     print(f"\nwrote {output_dir / 'summary.json'}  (wall {summary['wall_seconds']:.1f}s)")
@@ -159,7 +166,7 @@ def summary_text(s: dict) -> str:
         cells = []
         for k in METRICS:
             st = s[row][k]
-            cells.append(f"{_fmt(st['mean']):>14} {_fmt(st['std']):>8} {_interval(st):>19}")
+            cells.append(f"{fmt(st['mean']):>14} {fmt(st['std']):>8} {_interval(st):>19}")
         lines.append(f"{names[row]:<{width}} {s[row]['test_acc']['n']:>3} {cells[0]}  {cells[1]}")
     d = s["difference"]["test_acc"]
     if d["mean"] is not None:

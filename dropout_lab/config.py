@@ -77,6 +77,9 @@ class TrainerConfig:
     patience: Optional[int] = None
     reduction: str = "mean"
     eval_train_max: int = 10000
+    # BLAS threads while training; null: one for small networks (up to 8M multiply-adds per batch in
+    # the largest layer), the library's default for larger ones.
+    blas_threads: Optional[int] = None
 
 
 @dataclass
@@ -122,6 +125,8 @@ class TrackingConfig:
     experiment_name: str = "${experiment_name}"
     # Buffered per-epoch metrics are written at most this often (seconds), and at the end.
     flush_seconds: float = 5.0
+    # A writer process records runs while training goes on; false: every call waits for the store.
+    asynchronous: bool = True
     log_models: bool = True
     log_plots: bool = True
 
@@ -275,6 +280,9 @@ def validate(cfg: dict) -> None:
     if t["reduction"] not in REDUCTIONS:
         raise bad_value("trainer.reduction", t["reduction"], " | ".join(REDUCTIONS))
     _number("trainer.eval_train_max", t["eval_train_max"], low=1, integer=True, allowed="a whole number >= 1")
+    if t["blas_threads"] is not None:
+        _number("trainer.blas_threads", t["blas_threads"], low=1, integer=True,
+                allowed="null (automatic) or a whole number of threads >= 1")
 
     p = cfg["two_phase"]
     if p["widths"] is not None:

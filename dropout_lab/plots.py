@@ -217,3 +217,13 @@ def group_lines(groups, x: str, line_keys: list[str], metrics: list[str], path: 
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def study_figures(path: Path, storage: str, study_name: str, objective: str) -> list[Path]:
+    """:func:`search_figures` of the study ``study_name`` in ``storage``, written into the folder ``path``."""
+    import optuna
+
+    from dropout_lab.search import open_storage
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    return search_figures(study, path, objective)

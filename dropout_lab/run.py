@@ -6,13 +6,14 @@ Every stage of dropout_lab (a single run, phase-1 widths, Optuna trials, final s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -61,12 +62,32 @@ class Fit:
     metrics: dict[str, Any]
 
 
+# Below this many multiply-adds per batch in the largest layer, OpenBLAS runs one thread anyway.
+OPENBLAS_SERIAL_MACS = 65536 * 4
+# Up to here one BLAS thread trains as fast as two (64 x 256 x 256: 6% faster; 64 x 512 x 512: 17% slower)
+# and leaves the other core to the MLflow writer or a second worker (BENCHMARKS.md).
+ONE_THREAD_MACS = 8_000_000
+
+
+def blas_threads(spec: MLPSpec, batch_size: int | None, n_train: int, configured: int | None = None) -> int | None:
+    """BLAS threads to train ``spec`` with: ``configured`` if set, 1 for small products, None to leave
+    the library's setting alone."""
+    if configured is not None:
+        return int(configured)
+    sizes = [spec.n_inputs, *spec.hidden, spec.n_outputs]
+    rows = min(batch_size or n_train, n_train)
+    macs = rows * max(a * b for a, b in zip(sizes, sizes[1:]))
+    return 1 if OPENBLAS_SERIAL_MACS < macs <= ONE_THREAD_MACS else None
+
+
 def fit(cfg: dict, data: Dataset, seed: int, callback: Callback | None = None) -> Fit:
     """Train the config's network on ``data`` with one Generator seeded by ``seed``; evaluate on test."""
     rng = np.random.default_rng(seed)
     model = MLP(model_spec(cfg["model"], data), rng)
     settings = train_settings(cfg["trainer"])
-    result = train(model, data.X_train, data.y_train, data.X_val, data.y_val, settings, rng, callback)
+    threads = blas_threads(model.spec, settings.batch_size, data.X_train.shape[0], cfg["trainer"].get("blas_threads"))
+    with _blas_limit(threads):
+        result = train(model, data.X_train, data.y_train, data.X_val, data.y_val, settings, rng, callback)
     final = result.final
     metrics: dict[str, Any] = {
         "status": result.status,
@@ -84,6 +105,17 @@ def fit(cfg: dict, data: Dataset, seed: int, callback: Callback | None = None) -
     else:
         metrics["test_loss"] = metrics["test_acc"] = None
     return Fit(model, result, metrics)
+
+
+@contextlib.contextmanager
+def _blas_limit(threads: int | None) -> Iterator[None]:
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield
 
 
 # Config sections that mean nothing for a task's runs: left out of their MLflow params, so the
@@ -163,3 +195,27 @@ def _clean(v: Any) -> Any:
     if isinstance(v, np.integer):
         return int(v)
     return v
+
+
+def fmt(v: Any) -> str:
+    """A metric for a table: four decimals, or "-" when missing."""
+    return f"{v:.4f}" if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else "-"
+
+
+def to_yaml(cfg: dict) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(cfg))
+
+
+def log_curves(run, histories: dict, output_dir: Path | None, name: str, title: str, cfg: dict,
+               force: bool = False) -> Path | None:
+    """Learning curves as ``name``.png, logged to ``run`` when tracking and plots are on (``force``: also
+    without tracking). Kept in ``output_dir`` when given (the path is returned), else in MLflow only."""
+    if not force and (cfg["tracking"]["backend"] != "mlflow" or not cfg["tracking"]["log_plots"]):
+        return None
+    if not any(histories.values()):
+        return None
+    path = Path(output_dir or ".") / f"{name}.png"
+    run.plot("learning_curves", path, keep=output_dir is not None, histories=histories, title=title)
+    return path if output_dir is not None else None

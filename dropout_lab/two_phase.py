@@ -22,9 +22,9 @@ from typing import Any
 
 from dropout_lab.data import Dataset, load_dataset
 from dropout_lab.errors import ConfigError
-from dropout_lab.run import Progress, chain, fit, run_params, write_json
+from dropout_lab.run import Progress, chain, fit, fmt, log_curves, run_params, to_yaml, write_json
 from dropout_lab import search
-from dropout_lab.tracking import FAILED, FINISHED, make_tracker, status_for_exception
+from dropout_lab.tracking import FAILED, FINISHED, closing, make_tracker, status_for_exception
 
 EXIT_ALL_FAILED = 1
 
@@ -84,10 +84,10 @@ def run_phase1(cfg: dict, data: Dataset, tracker, parent, output_dir: Path) -> d
                                                         "test_acc", "test_loss", "epochs", "status")}}
             row["fit"] = fits(m, p)
             run.set_tags({"fit": row["fit"], "status": m["status"]})
-            _log_curves(run, {f"width {width}": fitted.result.history}, output_dir, f"phase1-width{width}",
+            log_curves(run, {f"width {width}": fitted.result.history}, output_dir, f"phase1-width{width}",
                         f"Phase 1, width {width}, dropout off", cfg)
             rows.append(row)
-        print(f"phase 1: width {width:>5}  train_acc {row['train_acc']:.4f}  val_acc {_fmt(row['val_acc'])}  "
+        print(f"phase 1: width {width:>5}  train_acc {row['train_acc']:.4f}  val_acc {fmt(row['val_acc'])}  "
               f"epochs {row['epochs']}  {'fits' if row['fit'] else 'does not fit'}", flush=True)
         if row["fit"]:
             break
@@ -128,8 +128,17 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
     offset = worker if worker or not others else os.getpid()
     if offset:
         study.sampler = search.make_sampler(cfg, seed_offset=offset)
-    tracker = tracker or make_tracker(cfg)
-    parent = tracker.handle(parent_id)
+    if tracker is not None:
+        _trials(cfg, data, width, tracker, tracker.handle(parent_id), study, storage, worker)
+        return
+    with closing(make_tracker(cfg)) as tracker:
+        _trials(cfg, data, width, tracker, tracker.handle(parent_id), study, storage, worker)
+
+
+def _trials(cfg: dict, data: Dataset, width: int, tracker, parent, study, storage, worker: int) -> None:
+    """This worker's trials, until the study has ``search.n_trials`` finished ones (or the timeout passes)."""
+    import optuna
+
     space = cfg["search"]["space"]
     objective_key = cfg["search"]["objective"]
     n_trials = cfg["search"]["n_trials"]
@@ -144,12 +153,19 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
         tags = {"phase": "search", "optuna_study": study.study_name, "trial_number": trial.number,
                 "owner": search.owner_tag()}
         run = tracker.start_run(f"trial-{trial.number}", params=run_params(tcfg), tags=tags, parent=parent)
-        trial.set_user_attr("mlflow_run_id", run.id)
-
         epochs_seen = [0]
+
+        def link_run(wait: bool = False) -> None:
+            # The writer creates the MLflow run while training starts: its id is recorded on the trial
+            # (for the dashboard, and to end it KILLED if this worker dies) as soon as it is known.
+            if run.key is not None and "mlflow_run_id" not in trial.user_attrs:
+                run_id = run.id if wait else run.known_id()
+                if run_id:
+                    trial.set_user_attr("mlflow_run_id", run_id)
 
         def report(epoch: int, row: dict) -> None:
             epochs_seen[0] = epoch
+            link_run()
             run.log_metrics(epoch, row)
             value = row.get(objective_key)
             if value is not None and math.isfinite(value):
@@ -160,6 +176,7 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
         try:
             fitted = fit(tcfg, data, cfg["seed"], report)
         except optuna.TrialPruned as exc:
+            link_run(wait=True)
             trial.set_user_attr("reason", str(exc))
             trial.set_user_attr("epochs", epochs_seen[0])
             run.set_tags({"state": "PRUNED", "reason": str(exc)})
@@ -170,6 +187,7 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
             run.set_tags({"state": "FAIL", "reason": f"{type(exc).__name__}: {exc}"})
             run.end(status_for_exception(exc))
             raise
+        link_run(wait=True)
         m = fitted.metrics
         for key in ("epochs", "train_acc", "val_acc", "val_loss", "test_acc", "status"):
             trial.set_user_attr(key, m[key])
@@ -184,7 +202,7 @@ def phase2_worker(cfg: dict, data: Dataset, width: int, parent_id: str | None, w
             return float("nan")
         run.set_tags({"state": "COMPLETE"})
         run.log_metrics(m["epochs"], {"objective": value})
-        _log_curves(run, {"trial": fitted.result.history}, None, f"trial-{trial.number}",
+        log_curves(run, {"trial": fitted.result.history}, None, f"trial-{trial.number}",
                     f"Trial {trial.number}: {_values_text(values)}", cfg)
         run.end(FINISHED)
         print(f"{label}trial {trial.number}: {_values_text(values)}  {objective_key} {value:.4f}  "
@@ -291,7 +309,7 @@ def run_final(cfg: dict, data: Dataset, width: int, best_values: dict, tracker, 
                         run.log_pyfunc_model(model_path, data.mean, data.scale)
             results[variant].append({k: m[k] for k in ("seed", "status", "epochs", "train_acc", "val_acc",
                                                        "test_acc", "test_loss")})
-            print(f"final: {variant:<8} seed {seed}  test_acc {_fmt(m['test_acc'])}  test_loss {_fmt(m['test_loss'])}",
+            print(f"final: {variant:<8} seed {seed}  test_acc {fmt(m['test_acc'])}  test_loss {fmt(m['test_loss'])}",
                   flush=True)
     summary = {
         "width": width,
@@ -307,7 +325,7 @@ def run_final(cfg: dict, data: Dataset, width: int, best_values: dict, tracker, 
     b, d = summary["baseline"]["test_acc"]["mean"], summary["dropout"]["test_acc"]["mean"]
     summary["improvement_test_acc"] = None if b is None or d is None else d - b
     if histories:
-        path = _log_curves(parent, {"baseline (no dropout)": histories.get("baseline", []),
+        path = log_curves(parent, {"baseline (no dropout)": histories.get("baseline", []),
                                     "best dropout": histories.get("dropout", [])},
                            output_dir, "learning_curves", f"{_widths_text(width, drop_cfg)} (seed {seeds[0]})",
                            cfg, force=True)
@@ -332,8 +350,17 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
     tracker = make_tracker(cfg)
     # The data before the study: a typo in a data path must not leave a study behind that the
     # corrected command would then refuse as "created with another configuration".
-    data = load_dataset(cfg["dataset"], cfg["model"]["dtype"])
-    print(data.describe(), flush=True)
+    with closing(tracker):
+        data = load_dataset(cfg["dataset"], cfg["model"]["dtype"])
+        print(data.describe(), flush=True)
+        return _two_phase(cfg, output_dir, storage_url, storage, tracker, data, start)
+
+
+def _two_phase(cfg: dict, output_dir: Path, storage_url: str, storage, tracker, data: Dataset, start: float) -> int:
+    import optuna
+
+    # The MLflow writer opened its store while the data loaded: a store it cannot use stops us here.
+    tracker.wait_ready()
     study = search.open_study(cfg, storage)
     study_name = study.study_name
     print(f"study '{study_name}' in {search._redact(storage_url)}: {search.finished_count(study)} of "
@@ -343,7 +370,7 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
         parent = tracker.start_run(f"two_phase-{study_name}", params=run_params(cfg),
                                    tags={"phase": "parent", "optuna_study": study_name,
                                          "optuna_storage": search._redact(storage_url)})
-        parent.log_text(_yaml(cfg), "config.yaml")
+        parent.log_text(to_yaml(cfg), "config.yaml")
         try:
             record = run_phase1(cfg, data, tracker, parent, output_dir)
         except BaseException as exc:
@@ -361,14 +388,14 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
                                                          flush=True))
     width = phase1["width"]
     parent = tracker.reopen(phase1.get("parent_run_id"))
-    if parent.id is None and cfg["tracking"]["backend"] == "mlflow":
+    if parent.key is None and cfg["tracking"]["backend"] == "mlflow":
         # The study's parent run lives in another MLflow store: start one in this one.
         parent = tracker.start_run(f"two_phase-{study_name}", params=run_params(cfg),
                                    tags={"phase": "parent", "optuna_study": study_name})
-    tracker.kill_orphans(parent.id)
+    tracker.kill_orphans(parent)
     print(f"phase 1: width {width} ({'fits' if phase1['fit'] else 'best-fitting, does NOT fit'} the training "
-          f"data); baseline val_acc {_fmt(phase1['baseline']['val_acc'])} test_acc "
-          f"{_fmt(phase1['baseline']['test_acc'])}", flush=True)
+          f"data); baseline val_acc {fmt(phase1['baseline']['val_acc'])} test_acc "
+          f"{fmt(phase1['baseline']['test_acc'])}", flush=True)
     try:
         timeout = cfg["search"]["timeout"]
         search_start = time.monotonic()
@@ -393,6 +420,12 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
             return EXIT_ALL_FAILED
         best = study.best_trial
         best_values = dict(best.params)
+        if cfg["tracking"]["log_plots"] or cfg["tracking"]["backend"] == "none":
+            # Drawn by the MLflow writer while the final stage trains (tracking=none: drawn now).
+            parent.plot("capacity", output_dir / "phase1_capacity.png", rows=phase1["rows"], chosen=width,
+                        title=f"Phase 1 on {cfg['dataset']['name']}: accuracy vs width")
+            parent.plot("study_figures", output_dir, storage=storage_url, study_name=study_name,
+                        objective=cfg["search"]["objective"])
         n_seeds = cfg["two_phase"]["final_seeds"]
         final = search.once_per_study(
             study, storage, f"final-trial{best.number}-seeds{n_seeds}",
@@ -407,20 +440,11 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
     parent.log_artifact(output_dir / "summary.json")
     tables = _tables_text(summary)
     parent.log_text(tables, "summary.txt")
-    plot = output_dir / "phase1_capacity.png"
-    if cfg["tracking"]["log_plots"] or cfg["tracking"]["backend"] == "none":
-        from dropout_lab.plots import capacity
-
-        capacity(phase1["rows"], width, plot, f"Phase 1 on {cfg['dataset']['name']}: accuracy vs width")
-        parent.log_artifact(plot)
-        from dropout_lab.plots import search_figures
-
-        for path in search_figures(study, output_dir, cfg["search"]["objective"]):
-            parent.log_artifact(path)
     parent.log_metrics(0, {"baseline_test_acc": summary["final"]["baseline"]["test_acc"]["mean"] or math.nan,
                            "dropout_test_acc": summary["final"]["dropout"]["test_acc"]["mean"] or math.nan,
                            "best_value": best.value})
     parent.end(FINISHED)
+    tracker.close()  # everything recorded (and every figure drawn) before we say where to look
     print()
     print(tables)
     print(f"\nwrote {output_dir / 'summary.json'}  (wall {summary['wall_seconds']:.1f}s)")
@@ -486,8 +510,8 @@ def _tables_text(s: dict) -> str:
              f"{'fits' if s['phase1']['fit'] else 'DOES NOT FIT'} the training data"]
     lines.append(f"{'width':>7} {'train_acc':>10} {'val_acc':>10} {'test_acc':>10} {'epochs':>7}  fit")
     for r in s["phase1"]["rows"]:
-        lines.append(f"{r['width']:>7} {_fmt(r['train_acc']):>10} {_fmt(r['val_acc']):>10} "
-                     f"{_fmt(r['test_acc']):>10} {r['epochs']:>7}  {r['fit']}")
+        lines.append(f"{r['width']:>7} {fmt(r['train_acc']):>10} {fmt(r['val_acc']):>10} "
+                     f"{fmt(r['test_acc']):>10} {r['epochs']:>7}  {r['fit']}")
     p2 = s["phase2"]
     lines.append("")
     lines.append(f"Phase 2 (Optuna): {p2['n_trials']} trials {p2['states']}; best trial {p2['best_trial']} "
@@ -499,7 +523,7 @@ def _tables_text(s: dict) -> str:
     for variant in ("baseline", "dropout"):
         a, l = f[variant]["test_acc"], f[variant]["test_loss"]
         ci = f"±{a['ci95']:.4f}" if a["ci95"] is not None else "-"
-        lines.append(f"{variant:<10} {_fmt(a['mean']):>14} {_fmt(a['std']):>8} {ci:>10} {_fmt(l['mean']):>15}")
+        lines.append(f"{variant:<10} {fmt(a['mean']):>14} {fmt(a['std']):>8} {ci:>10} {fmt(l['mean']):>15}")
     imp = s["improvement_test_acc"]
     if imp is not None:
         lines.append(f"dropout - baseline: {imp * 100:+.2f} points of test accuracy")
@@ -516,34 +540,3 @@ def _widths_text(width: int, drop_cfg: dict) -> str:
 
 def _values_text(values: dict) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else "-"
-
-
-def _yaml(cfg: dict) -> str:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_yaml(OmegaConf.create(cfg))
-
-
-def _log_curves(run, histories: dict, output_dir: Path | None, name: str, title: str, cfg: dict,
-                force: bool = False) -> Path | None:
-    """Plot learning curves into a PNG and log it to ``run`` (when tracking and plots are on)."""
-    if not force and (cfg["tracking"]["backend"] != "mlflow" or not cfg["tracking"]["log_plots"]):
-        return None
-    if not any(histories.values()):
-        return None
-    import tempfile
-
-    from dropout_lab.plots import learning_curves
-
-    if output_dir is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = learning_curves(histories, Path(tmp) / f"{name}.png", title)
-            run.log_artifact(path)
-        return None
-    path = learning_curves(histories, output_dir / f"{name}.png", title)
-    run.log_artifact(path)
-    return path
