@@ -227,8 +227,9 @@ def product_for(size: int, blas: bool):
 # ----------------------------------------------------------------------------------------------
 # Calling BLAS directly (SciPy's wrappers): c = alpha * a @ b + beta * c in one pass
 # ----------------------------------------------------------------------------------------------
-# NumPy's products always overwrite their output; BLAS can also add to it (beta), which lets
-# momentum SGD add each gradient to its velocity in the product that computes it. A network uses
+# NumPy's products always overwrite their output; BLAS can also add to it (beta = 1), which lets
+# the forward pass start from the bias and momentum SGD add each gradient to its velocity in the
+# product that computes it, sparing a pass over the output each time. A network uses
 # BLAS this way for all its products or for none: NumPy and SciPy each bring their own BLAS with its
 # own worker threads, which keep spinning for a while after each product, and on a machine with few
 # cores the two sets of workers slow each other down many times over when products alternate.
@@ -272,6 +273,13 @@ def blas_matmul(a: np.ndarray, b: np.ndarray, *, out: np.ndarray, alpha: float =
         # The wrapper silently works on a copy of an output it cannot use as it is: never lose a result.
         raise RuntimeError("BLAS gemm did not write its output in place (not a C-ordered array?)")
     return out
+
+
+def blas_affine(h: np.ndarray, W: np.ndarray, b: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    """``out = h @ W + b`` (N, fan_out): ``b`` copied into every row, then BLAS adds ``h @ W`` to it
+    (``beta = 1``), one pass over ``out`` less than adding ``b`` after the product."""
+    np.copyto(out, b)
+    return blas_matmul(h, W, out=out, beta=1.0)
 
 
 def blas_column_sums(dz: np.ndarray, ones: np.ndarray, *, out: np.ndarray, beta: float = 0.0) -> np.ndarray:
@@ -366,34 +374,32 @@ class MLP:
                 np.multiply(keep, w.scale, out=keep)  # 1 / (1 - drop_rate) kept, 0 dropped
                 h = np.multiply(h, keep, out=w.h_drop)
             w.h = h
-            z = w.product_z(h, W, out=w.z)  # h @ W (N, fan_out)
-            np.add(z, b, out=z)
+            if self.blas:
+                z = blas_affine(h, W, b, out=w.z)  # h @ W + b (N, fan_out)
+            else:
+                z = w.product_z(h, W, out=w.z)  # h @ W (N, fan_out)
+                np.add(z, b, out=z)
             h = act_forward(z, w.activation) if w.activation else z
         return h
 
-    def backward(self, dz: np.ndarray, grads: list[np.ndarray], velocity: list[np.ndarray] | None = None,
-                 momentum: float = 0.0) -> None:
+    def backward(self, dz: np.ndarray, grads: list[np.ndarray], accumulate: bool = False) -> None:
         """Back-propagate dL/dz_out ``dz`` (N, K) through the cached training pass.
 
         Writes the gradients into ``grads`` (same order and shapes as :attr:`params`). With
-        ``velocity`` (momentum SGD's velocities, same order and shapes; only when :attr:`blas`),
-        each gradient is instead added to its velocity by the product that computes it,
-        ``velocity = momentum * velocity + gradient``, and ``grads`` is left alone: the optimiser
-        then neither reads the gradients nor writes the velocities again.
+        ``accumulate`` (only when :attr:`blas`) it adds them to what ``grads`` holds instead, in the
+        products that compute them (BLAS's ``beta = 1``): momentum SGD passes its velocities, so
+        that the optimiser neither reads the gradients nor writes the velocities once more.
         """
         work = self._train_work
+        beta = 1.0 if accumulate else 0.0
         for layer in range(len(work) - 1, -1, -1):
             w = work[layer]
-            if velocity is None:
-                w.product_dW(w.h.T, dz, out=grads[2 * layer])  # dL/dW = h.T @ dz (fan_in, fan_out)
-                if self.blas:
-                    blas_column_sums(dz, w.ones, out=grads[2 * layer + 1])  # dL/db (fan_out,)
-                else:
-                    np.dot(w.ones, dz, out=grads[2 * layer + 1])  # dL/db (fan_out,): the column sums of dz
+            if self.blas:
+                blas_matmul(w.h.T, dz, out=grads[2 * layer], beta=beta)  # (+)= dL/dW = h.T @ dz (fan_in, fan_out)
+                blas_column_sums(dz, w.ones, out=grads[2 * layer + 1], beta=beta)  # (+)= dL/db (fan_out,)
             else:
-                # v_W = momentum * v_W + h.T @ dz, v_b = momentum * v_b + (column sums of dz)
-                blas_matmul(w.h.T, dz, out=velocity[2 * layer], beta=momentum)
-                blas_column_sums(dz, w.ones, out=velocity[2 * layer + 1], beta=momentum)
+                w.product_dW(w.h.T, dz, out=grads[2 * layer])  # dL/dW = h.T @ dz (fan_in, fan_out)
+                np.dot(w.ones, dz, out=grads[2 * layer + 1])  # dL/db (fan_out,): the column sums of dz
             if layer == 0:
                 break
             dh = w.product_dh(dz, self.W[layer].T, out=w.dh)  # dL/dh = dz @ W.T (N, fan_in)
@@ -421,10 +427,10 @@ class MLP:
         h = X
         for layer, (W, b) in enumerate(zip(self.W, self.b)):
             if self.blas and h.dtype == self.dtype:
-                z = blas_matmul(h, W, out=np.empty((h.shape[0], W.shape[1]), dtype=self.dtype))
+                z = blas_affine(h, W, b, out=np.empty((h.shape[0], W.shape[1]), dtype=self.dtype))
             else:
                 z = np.matmul(h, W)
-            z += b
+                z += b
             h = act_forward(z, self.spec.activation) if layer < last else z
         return h
 

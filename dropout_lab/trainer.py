@@ -147,10 +147,9 @@ class Optimizer:
         else:  # a parameter array was replaced: update each on its own
             pieces = list(zip(self.params, self.grads, m, v))
         # Plain momentum SGD on a network that calls BLAS directly: backward adds each gradient to
-        # its velocity in the product that computes it (MLP.backward's velocity), and the step is
-        # left with p -= lr * m: it reads neither the gradients nor writes the velocities.
-        self.fused_velocity = (m if model.blas and self.kind == "momentum" and not s.nesterov
-                               and not s.weight_decay else None)
+        # the velocity in the product that computes it (MLP.backward's accumulate), so the step does
+        # not read the gradients; see step() for why the velocities hold momentum * m between steps.
+        self.accumulate = model.blas and self.kind == "momentum" and not s.nesterov and not s.weight_decay
         largest = max(p.size for p, *_ in pieces)
         scratch = [np.empty(largest, dtype=model.dtype) for _ in range(2)]
         self.pieces = [(p, g, m, v, *(t[:p.size].reshape(p.shape) for t in scratch)) for p, g, m, v in pieces]
@@ -181,10 +180,13 @@ class Optimizer:
         elif self.kind == "momentum":
             # PyTorch's formulation: m = momentum * m + g; Nesterov steps along g + momentum * m.
             mu = s.momentum
-            if self.fused_velocity is not None:
-                # backward has already done m = momentum * m + g.
+            if self.accumulate:
+                # backward has added g to the velocity, which held momentum * m: it holds the new
+                # m = momentum * m + g. Scaling it by momentum here, while this slice is in the cache,
+                # spares BLAS a separate pass over it (with beta = momentum) in the next backward.
                 for p, _, m, _, tmp, _ in self.pieces:
                     p -= np.multiply(m, lr, out=tmp)
+                    m *= mu
             else:
                 for p, g, m, _, tmp, _ in self.pieces:
                     m *= mu
@@ -267,8 +269,8 @@ def _train(
     best_val, best_params, bad_evals = math.inf, None, 0
     lr = s.lr
     forward, backward, grads, update = model.forward, model.backward, opt.grads, opt.step
-    if opt.fused_velocity is not None:
-        backward = functools.partial(backward, velocity=opt.fused_velocity, momentum=s.momentum)
+    if opt.accumulate:  # gradients go straight into the velocities (see Optimizer)
+        backward, grads = functools.partial(backward, accumulate=True), opt.velocity
     loss_name, reduction = model.spec.loss, s.reduction
     full_batch = batch == n
     y_train = np.asarray(y_train)

@@ -179,7 +179,7 @@ def test_blas_and_numpy_products_give_the_same_passes(activation) -> None:
         np.testing.assert_allclose(g_blas, g_plain, rtol=1e-10, atol=1e-14)
 
 
-def test_backward_with_velocity_adds_the_gradients_to_it() -> None:
+def test_backward_with_accumulate_adds_the_gradients_to_grads() -> None:
     model = make_model("relu", 3, hidden=(70, 60), n_inputs=5)
     X = np.random.default_rng(26).normal(size=(9, 5))
     y = np.random.default_rng(27).integers(0, 3, size=9)
@@ -187,13 +187,11 @@ def test_backward_with_velocity_adds_the_gradients_to_it() -> None:
     dz = loss_forward_backward(z, y, "xent")[2]
     grads = [np.zeros_like(p) for p in model.params]
     model.backward(dz, grads)
-    velocity = [np.random.default_rng(29).normal(size=p.shape) for p in model.params]
-    expected = [0.9 * v + g for v, g in zip(velocity, grads)]
-    untouched = [np.full_like(p, np.nan) for p in model.params]
-    model.backward(dz, untouched, velocity=velocity, momentum=0.9)
-    for v, e in zip(velocity, expected):
-        np.testing.assert_allclose(v, e, rtol=1e-12, atol=1e-15)
-    assert all(np.isnan(g).all() for g in untouched)  # the gradients went into the velocities only
+    accumulated = [np.random.default_rng(29).normal(size=p.shape) for p in model.params]
+    expected = [a + g for a, g in zip(accumulated, grads)]
+    model.backward(dz, accumulated, accumulate=True)
+    for a, e in zip(accumulated, expected):
+        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-15)
 
 
 # --- inverted dropout --------------------------------------------------------------------------

@@ -216,7 +216,7 @@ def test_bad_train_settings_raise_config_error(kwargs, key) -> None:
         TrainSettings(**kwargs)
 
 
-# --- momentum added to the velocity inside the gradient products ---------------------------------
+# --- momentum SGD: gradients added to the velocities inside their products -----------------------
 
 
 def fit_both_ways(data: Dataset, dtype: str, **settings) -> tuple[MLP, MLP, TrainResult]:
@@ -274,12 +274,12 @@ def test_only_plain_momentum_adds_gradients_inside_the_products() -> None:
     from dropout_lab.trainer import Optimizer
 
     model = MLP(MLPSpec(n_inputs=64, hidden=[80, 64], n_outputs=10), np.random.default_rng(0))
-    assert Optimizer(model, TrainSettings(momentum=0.9)).fused_velocity is not None
+    assert Optimizer(model, TrainSettings(momentum=0.9)).accumulate
     for settings in (dict(momentum=0.9, nesterov=True), dict(momentum=0.9, weight_decay=0.1),
                      dict(optimizer="adam", momentum=0.0), dict(momentum=0.0)):
-        assert Optimizer(model, TrainSettings(**settings)).fused_velocity is None
+        assert not Optimizer(model, TrainSettings(**settings)).accumulate
     model.blas = False
-    assert Optimizer(model, TrainSettings(momentum=0.9)).fused_velocity is None
+    assert not Optimizer(model, TrainSettings(momentum=0.9)).accumulate
 
 
 def test_blas_network_gives_bitwise_identical_runs_for_one_seed(digits) -> None:
