@@ -347,8 +347,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # The large and small networks call SciPy's BLAS directly (MLP.blas): load it first, so that the
-    # thread limit covers it too.
+    # The large and small networks call SciPy's BLAS directly (MLP.blas): load it now, so that the
+    # thread limit below covers it too. SciPy's OpenBLAS can ignore a limit set once it is loaded
+    # (its products kept two threads under a limit of one), so the limit also goes into the
+    # environment it reads when loading.
+    os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
     blas_function("gemm", np.dtype(np.float32))
     with blas_threads(args.threads) as blas, torch_threads(args.threads if args.torch else None):
         emit(case="machine", cpu=cpu_model(), cpus=os.cpu_count(), threads=args.threads, blas_threads=blas,
