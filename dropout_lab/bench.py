@@ -289,6 +289,69 @@ def bench_case(case: Case, args) -> None:
              meaning="numpy samples/s over torch samples/s, median of back-to-back pairs")
 
 
+# ----------------------------------------------------------------------------------------------
+# The study around training: the main job with MLflow on against tracking=none
+# ----------------------------------------------------------------------------------------------
+
+STUDY_ARGS = ["+experiment=two_phase", "progress=false"]
+_USER_BLAS_THREADS = os.environ.get("OPENBLAS_NUM_THREADS")
+
+
+def run_job(overrides: list[str]) -> dict:
+    """``python -m dropout_lab`` in a new empty folder: its wall and CPU seconds (children included:
+    the MLflow writer) and the ``timing`` of its summary.json."""
+    import resource
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        began = time.perf_counter()
+        env = dict(os.environ)
+        env.pop("OPENBLAS_NUM_THREADS", None)  # set by main() for this process; the jobs run as users run them
+        if _USER_BLAS_THREADS is not None:
+            env["OPENBLAS_NUM_THREADS"] = _USER_BLAS_THREADS
+        proc = subprocess.run([sys.executable, "-m", "dropout_lab", *overrides], cwd=tmp, env=env,
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - began
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            raise SystemExit(f"error: the job {overrides} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+        summary = json.loads(next(Path(tmp).glob("outputs/*/*/summary.json")).read_text())
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return {"wall": wall, "cpu": cpu, **summary["timing"]}
+
+
+def bench_study(args) -> None:
+    """The two-phase job with MLflow tracking (a new SQLite store each time) against the same job with
+    ``tracking=none``, alternating; overheads as percentages of the training time."""
+    base = STUDY_ARGS + args.study_args
+    arms = {"mlflow": base, "none": base + ["tracking=none"]}
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
+    for _ in range(args.repeats):
+        for arm, overrides in arms.items():
+            runs[arm].append(run_job(overrides))
+    med = lambda arm, key: statistics.median(r[key] for r in runs[arm])  # noqa: E731
+    pairs = list(zip(runs["mlflow"], runs["none"]))
+    training = med("none", "fit_seconds")
+    optuna = [r["phase2_seconds"] - r["phase2_fit_seconds"] for r in runs["none"]]
+    emit(case="study", args=base, repeats=args.repeats,
+         wall_seconds={arm: round(med(arm, "wall"), 2) for arm in arms},
+         cpu_seconds={arm: round(med(arm, "cpu"), 2) for arm in arms},
+         training_seconds=round(training, 2),
+         tracking_overhead_pct_of_wall=round(statistics.median(100 * (a["wall"] / b["wall"] - 1) for a, b in pairs), 2),
+         tracking_overhead_pct_of_training=round(statistics.median(
+             100 * (a["wall"] - b["wall"]) / b["fit_seconds"] for a, b in pairs), 2),
+         optuna_bookkeeping_seconds=round(statistics.median(optuna), 3),
+         optuna_bookkeeping_pct_of_training=round(statistics.median(
+             100 * o / r["fit_seconds"] for o, r in zip(optuna, runs["none"])), 2),
+         waited_for_tracking_seconds=round(med("mlflow", "tracking_wait_seconds"), 3),
+         walls={arm: [round(r["wall"], 2) for r in runs[arm]] for arm in arms},
+         meaning="overhead of tracking: wall time with MLflow on over the same job with tracking=none, "
+                 "median of back-to-back pairs; Optuna bookkeeping: phase 2's time outside training")
+
+
 @contextlib.contextmanager
 def blas_threads(threads: int):
     """Limit NumPy's BLAS pool to ``threads`` (via threadpoolctl when installed), restored afterwards.
@@ -329,7 +392,10 @@ def blas_info() -> str | None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dropout_lab.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--case", choices=["large", "small", "seed", "gemm", "all"], default="all")
+    p.add_argument("--case", choices=["large", "small", "seed", "gemm", "all", "study"], default="all",
+                   help="all: gemm, large, small and seed; study (minutes): the main job with and without MLflow")
+    p.add_argument("--study-args", nargs="*", default=[], metavar="OVERRIDE",
+                   help="extra overrides for the study case's jobs (default: the main job as it is)")
     p.add_argument("--epochs", type=int, default=1, help="timed epochs per measurement (after one warm-up)")
     p.add_argument("--repeats", type=int, default=3, help="measurements per implementation; medians are printed")
     p.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True,
@@ -358,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
              blas=blas_info(), numpy=np.__version__, torch=torch_version() if args.torch else None,
              python=sys.version.split()[0])
         for name in ["gemm", "large", "small", "seed"] if args.case == "all" else [args.case]:
+            if name == "study":
+                bench_study(args)
+                continue
             if name == "gemm":
                 bench_gemm(args)
                 continue

@@ -129,6 +129,8 @@ class TrackingConfig:
     asynchronous: bool = True
     log_models: bool = True
     log_plots: bool = True
+    # Also a learning-curve PNG per phase-1 width and per trial (MLflow's own charts show the same metrics).
+    run_plots: bool = False
 
 
 @dataclass

@@ -64,8 +64,9 @@ class Fit:
 
 # Below this many multiply-adds per batch in the largest layer, OpenBLAS runs one thread anyway.
 OPENBLAS_SERIAL_MACS = 65536 * 4
-# Up to here one BLAS thread trains as fast as two (64 x 256 x 256: 6% faster; 64 x 512 x 512: 17% slower)
-# and leaves the other core to the MLflow writer or a second worker (BENCHMARKS.md).
+# Up to this many per batch one BLAS thread trains as fast as two (64 x 256 x 256: 6% faster; 64 x 512 x 512:
+# 17% slower) and leaves the other core to the MLflow writer or a second worker (BENCHMARKS.md). The limit
+# holds for evaluation too: bigger products, but a small part of the time.
 ONE_THREAD_MACS = 8_000_000
 
 
@@ -75,13 +76,32 @@ def blas_threads(spec: MLPSpec, batch_size: int | None, n_train: int, configured
     if configured is not None:
         return int(configured)
     sizes = [spec.n_inputs, *spec.hidden, spec.n_outputs]
+    largest = max(a * b for a, b in zip(sizes, sizes[1:]))
+    if n_train * largest <= OPENBLAS_SERIAL_MACS:
+        return None  # not even evaluating the training set makes OpenBLAS use a second thread
     rows = min(batch_size or n_train, n_train)
-    macs = rows * max(a * b for a, b in zip(sizes, sizes[1:]))
-    return 1 if OPENBLAS_SERIAL_MACS < macs <= ONE_THREAD_MACS else None
+    return 1 if rows * largest <= ONE_THREAD_MACS else None
+
+
+_fit_seconds = 0.0
+
+
+def fit_seconds() -> float:
+    """Seconds this process has spent in :func:`fit` (training, evaluation, building the network)."""
+    return _fit_seconds
 
 
 def fit(cfg: dict, data: Dataset, seed: int, callback: Callback | None = None) -> Fit:
     """Train the config's network on ``data`` with one Generator seeded by ``seed``; evaluate on test."""
+    global _fit_seconds
+    began = time.perf_counter()
+    try:
+        return _fit(cfg, data, seed, callback)
+    finally:
+        _fit_seconds += time.perf_counter() - began
+
+
+def _fit(cfg: dict, data: Dataset, seed: int, callback: Callback | None) -> Fit:
     rng = np.random.default_rng(seed)
     model = MLP(model_spec(cfg["model"], data), rng)
     settings = train_settings(cfg["trainer"])
@@ -209,9 +229,12 @@ def to_yaml(cfg: dict) -> str:
 
 
 def log_curves(run, histories: dict, output_dir: Path | None, name: str, title: str, cfg: dict,
-               force: bool = False) -> Path | None:
+               force: bool = False, per_run: bool = False) -> Path | None:
     """Learning curves as ``name``.png, logged to ``run`` when tracking and plots are on (``force``: also
-    without tracking). Kept in ``output_dir`` when given (the path is returned), else in MLflow only."""
+    without tracking). Kept in ``output_dir`` when given (the path is returned), else in MLflow only.
+    ``per_run``: the figure of one width or trial, drawn only with ``tracking.run_plots``."""
+    if per_run and not cfg["tracking"]["run_plots"]:
+        return None
     if not force and (cfg["tracking"]["backend"] != "mlflow" or not cfg["tracking"]["log_plots"]):
         return None
     if not any(histories.values()):

@@ -83,6 +83,7 @@ class NullTracker:
     uri: str | None = None
     experiment_name: str | None = None
     experiment_id: str | None = None
+    waited_seconds = 0.0
 
     def start_run(self, name: str, params: dict | None = None, tags: dict | None = None,
                   parent: NullRun | None = None) -> NullRun:
@@ -223,6 +224,7 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self._ids: dict[int, str] = {}
         self._next_key = 0
+        self.waited_seconds = 0.0  # time this process spent waiting for the writer
         self._experiment_id: str | None = None
         self._closed = False
         self._pipe = _WriterProcess(uri, experiment_name) if asynchronous else _InProcess(uri, experiment_name)
@@ -239,8 +241,12 @@ class MlflowTracker:
             self._on_reply(reply)
 
     def _wait(self, done: Callable[[], bool]) -> None:
-        while not done():
-            self._on_reply(self._pipe.next_reply())
+        began = time.perf_counter()
+        try:
+            while not done():
+                self._on_reply(self._pipe.next_reply())
+        finally:
+            self.waited_seconds += time.perf_counter() - began
 
     def _on_reply(self, reply: tuple) -> None:
         kind = reply[0]
@@ -328,7 +334,11 @@ class MlflowTracker:
         if self._closed:
             return
         self._closed = True
-        self._pipe.close(self._on_reply)
+        began = time.perf_counter()
+        try:
+            self._pipe.close(self._on_reply)
+        finally:
+            self.waited_seconds += time.perf_counter() - began
 
     def ui_command(self) -> str:
         if self.uri.startswith(("http://", "https://")):

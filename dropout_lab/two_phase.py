@@ -18,11 +18,10 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from dropout_lab.data import Dataset, load_dataset
 from dropout_lab.errors import ConfigError
-from dropout_lab.run import Progress, chain, fit, fmt, log_curves, run_params, to_yaml, write_json
+from dropout_lab.run import Progress, chain, fit, fit_seconds, fmt, log_curves, run_params, to_yaml, write_json
 from dropout_lab import search
 from dropout_lab.tracking import FAILED, FINISHED, closing, make_tracker, status_for_exception
 
@@ -85,7 +84,7 @@ def run_phase1(cfg: dict, data: Dataset, tracker, parent, output_dir: Path) -> d
             row["fit"] = fits(m, p)
             run.set_tags({"fit": row["fit"], "status": m["status"]})
             log_curves(run, {f"width {width}": fitted.result.history}, output_dir, f"phase1-width{width}",
-                        f"Phase 1, width {width}, dropout off", cfg)
+                        f"Phase 1, width {width}, dropout off", cfg, per_run=True)
             rows.append(row)
         print(f"phase 1: width {width:>5}  train_acc {row['train_acc']:.4f}  val_acc {fmt(row['val_acc'])}  "
               f"epochs {row['epochs']}  {'fits' if row['fit'] else 'does not fit'}", flush=True)
@@ -203,7 +202,7 @@ def _trials(cfg: dict, data: Dataset, width: int, tracker, parent, study, storag
         run.set_tags({"state": "COMPLETE"})
         run.log_metrics(m["epochs"], {"objective": value})
         log_curves(run, {"trial": fitted.result.history}, None, f"trial-{trial.number}",
-                    f"Trial {trial.number}: {_values_text(values)}", cfg)
+                    f"Trial {trial.number}: {_values_text(values)}", cfg, per_run=True)
         run.end(FINISHED)
         print(f"{label}trial {trial.number}: {_values_text(values)}  {objective_key} {value:.4f}  "
               f"epochs {m['epochs']}", flush=True)
@@ -353,11 +352,18 @@ def run_two_phase(cfg: dict, output_dir: Path) -> int:
     with closing(tracker):
         data = load_dataset(cfg["dataset"], cfg["model"]["dtype"])
         print(data.describe(), flush=True)
-        return _two_phase(cfg, output_dir, storage_url, storage, tracker, data, start)
+        timing = {"data_seconds": round(time.perf_counter() - start, 3)}
+        return _two_phase(cfg, output_dir, storage_url, storage, tracker, data, start, timing)
 
 
-def _two_phase(cfg: dict, output_dir: Path, storage_url: str, storage, tracker, data: Dataset, start: float) -> int:
+def _two_phase(cfg: dict, output_dir: Path, storage_url: str, storage, tracker, data: Dataset, start: float,
+               timing: dict) -> int:
     import optuna
+
+    def stage(name: str, began: float, fit_began: float) -> None:
+        # Each stage's wall time and the part of it spent training: the rest is bookkeeping.
+        timing[f"{name}_seconds"] = round(time.perf_counter() - began, 3)
+        timing[f"{name}_fit_seconds"] = round(fit_seconds() - fit_began, 3)
 
     # The MLflow writer opened its store while the data loaded: a store it cannot use stops us here.
     tracker.wait_ready()
@@ -383,10 +389,12 @@ def _two_phase(cfg: dict, output_dir: Path, storage_url: str, storage, tracker, 
                 study.enqueue_trial(advice, user_attrs={"enqueued": "the 2015 post's advice"})
         return record
 
+    began, fit_began = time.perf_counter(), fit_seconds()
     phase1 = search.once_per_study(study, storage, "phase1", do_phase1,
                                    on_wait=lambda: print("phase 1 is running in another process; waiting for it",
                                                          flush=True))
     width = phase1["width"]
+    stage("phase1", began, fit_began)
     parent = tracker.reopen(phase1.get("parent_run_id"))
     if parent.key is None and cfg["tracking"]["backend"] == "mlflow":
         # The study's parent run lives in another MLflow store: start one in this one.
@@ -399,6 +407,7 @@ def _two_phase(cfg: dict, output_dir: Path, storage_url: str, storage, tracker, 
     try:
         timeout = cfg["search"]["timeout"]
         search_start = time.monotonic()
+        began, fit_began = time.perf_counter(), fit_seconds()
         while True:
             run_phase2(cfg, data, width, parent.id, tracker)
             _wait_for_running(study, storage)
@@ -408,6 +417,7 @@ def _two_phase(cfg: dict, output_dir: Path, storage_url: str, storage, tracker, 
                 break
             if timeout and time.monotonic() - search_start >= timeout:
                 break
+        stage("phase2", began, fit_began)
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not completed:
             reasons = sorted({t.user_attrs.get("failure_reason", t.user_attrs.get("reason", "failed"))
@@ -427,6 +437,7 @@ def _two_phase(cfg: dict, output_dir: Path, storage_url: str, storage, tracker, 
             parent.plot("study_figures", output_dir, storage=storage_url, study_name=study_name,
                         objective=cfg["search"]["objective"])
         n_seeds = cfg["two_phase"]["final_seeds"]
+        began, fit_began = time.perf_counter(), fit_seconds()
         final = search.once_per_study(
             study, storage, f"final-trial{best.number}-seeds{n_seeds}",
             lambda: run_final(cfg, data, width, best_values, tracker, parent, output_dir),
@@ -435,7 +446,11 @@ def _two_phase(cfg: dict, output_dir: Path, storage_url: str, storage, tracker, 
         parent.end(status_for_exception(exc))
         raise
 
+    stage("final", began, fit_began)
+    timing["fit_seconds"] = round(fit_seconds(), 3)
+    timing["tracking_wait_seconds"] = round(tracker.waited_seconds, 3)
     summary = _summary(cfg, study, phase1, best, final, tracker, parent, storage_url, start)
+    summary["timing"] = {"wall_seconds": summary["wall_seconds"], **timing}
     write_json(output_dir / "summary.json", summary)
     parent.log_artifact(output_dir / "summary.json")
     tables = _tables_text(summary)

@@ -95,3 +95,15 @@ def test_module_runs_as_a_script_without_importing_torch_up_front() -> None:
 def test_bad_option_is_refused() -> None:
     with pytest.raises(SystemExit):
         bench.parse_args(["--epochs", "0"])
+
+
+def test_study_case_reports_tracking_and_optuna_overheads(capsys) -> None:
+    rows = run_bench(capsys, "--case", "study", "--repeats", "1", "--study-args", "dataset=moons",
+                     "dataset.n_samples=300", "two_phase.widths=[8]", "two_phase.phase1_epochs=3",
+                     "two_phase.final_seeds=1", "search.n_trials=2", "trainer.epochs=3")
+    (study,) = by_case(rows, "study")
+    assert set(study["wall_seconds"]) == {"mlflow", "none"} and min(study["wall_seconds"].values()) > 0
+    assert study["training_seconds"] > 0
+    for key in ("tracking_overhead_pct_of_wall", "tracking_overhead_pct_of_training",
+                "optuna_bookkeeping_seconds", "optuna_bookkeeping_pct_of_training", "waited_for_tracking_seconds"):
+        assert isinstance(study[key], (int, float)), key

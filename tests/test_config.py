@@ -149,6 +149,7 @@ def assert_refused(cfg: dict, key: str, shown: str) -> None:
         ("trainer", "optimizer", "rmsprop", "trainer.optimizer", "'rmsprop'"),
         ("trainer", "momentum", 1.0, "trainer.momentum", "1.0"),
         ("trainer", "patience", 0, "trainer.patience", "0"),
+        ("trainer", "blas_threads", 0, "trainer.blas_threads", "0"),
         ("search", "sampler", "bayes", "search.sampler", "'bayes'"),
         ("search", "n_trials", 0, "search.n_trials", "0"),
         ("tracking", "backend", "wandb", "tracking.backend", "'wandb'"),

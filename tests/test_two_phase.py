@@ -50,6 +50,16 @@ def test_summary_has_what_the_run_found(finished):
     assert s["optuna"] == {"storage": "optuna.journal", "study_name": "two_phase"}
 
 
+def test_summary_times_the_stages_and_their_training(finished):
+    _, _, s = finished
+    t = s["timing"]
+    for stage in ("phase1", "phase2", "final"):
+        assert 0 < t[f"{stage}_fit_seconds"] <= t[f"{stage}_seconds"]
+    assert t["fit_seconds"] >= t["phase1_fit_seconds"] + t["phase2_fit_seconds"] + t["final_fit_seconds"] - 1e-3
+    assert t["wall_seconds"] >= t["data_seconds"] + t["phase1_seconds"] + t["phase2_seconds"] + t["final_seconds"]
+    assert t["tracking_wait_seconds"] >= 0
+
+
 def test_prints_table_and_viewer_commands(finished):
     _, proc, _ = finished
     assert "Final, 2 seeds" in proc.stdout
