@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from dropout_lab.config import to_dict, validate
-from dropout_lab.errors import ConfigError
+from dropout_lab.errors import ConfigError, TrackingError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -40,6 +40,10 @@ def run(cfg, output_dir: Path) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except TrackingError as exc:
+        print(f"error: recording the run failed: {exc}. What was recorded before stays; rerun to resume "
+              "a study, or use tracking=none.", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted: runs in progress were recorded as KILLED; rerun the same command to resume.",
               file=sys.stderr)

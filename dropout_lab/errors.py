@@ -14,3 +14,7 @@ class ConfigError(ValueError):
 def bad_value(key: str, value: object, allowed: str) -> ConfigError:
     """Build the standard error for a config value outside its allowed range."""
     return ConfigError(f"invalid value for '{key}': got {value!r}; allowed: {allowed}.")
+
+
+class TrackingError(RuntimeError):
+    """MLflow refused a write, or its writer process ended (the message says which)."""

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from dropout_lab.errors import ConfigError
+from dropout_lab.errors import ConfigError, TrackingError
 from dropout_lab.search import _redact
 
 T = TypeVar("T")
@@ -203,10 +203,11 @@ class MlflowTracker:
     """Creates runs in one MLflow experiment at ``uri``.
 
     With ``asynchronous`` (the default) a writer process owns the MLflow client: it imports MLflow,
-    opens (or creates) the store and the experiment while this process loads the data, then writes
-    metrics, tags, artifacts, models and figures in the order they were sent while training goes on.
-    Only the checks that must come first (the URI, and :meth:`wait_ready` before any work) and the rare
-    calls whose answer is needed (reopening a run) wait for it. If this process is killed the writer
+    opens (or creates) the store and the experiment while this process loads the data (and starts
+    training), then writes metrics, tags, artifacts, models and figures in the order they were sent
+    while training goes on. Only the URI checks come first; the rare calls whose answer is needed (a
+    run id, reopening a run, :meth:`wait_ready`) wait for the writer. A store it cannot open is a
+    ConfigError at the next call. If this process is killed the writer
     still writes everything it was sent. With ``asynchronous=False`` the same :class:`_Writer` runs
     in this process and every call waits for the store.
     """
@@ -226,6 +227,7 @@ class MlflowTracker:
         self._next_key = 0
         self.waited_seconds = 0.0  # time this process spent waiting for the writer
         self._experiment_id: str | None = None
+        self._unusable: str | None = None  # why the store cannot be used, once the writer said so
         self._closed = False
         self._pipe = _WriterProcess(uri, experiment_name) if asynchronous else _InProcess(uri, experiment_name)
         for reply in self._pipe.replies():
@@ -236,6 +238,8 @@ class MlflowTracker:
     def _send(self, op: tuple) -> None:
         if self._closed:
             raise RuntimeError(f"MLflow tracker for {_redact(self.uri)} is closed")
+        if self._unusable:
+            raise ConfigError(self._unusable)  # the writer could not open the store and has stopped
         self._pipe.send(op)
         for reply in self._pipe.replies():
             self._on_reply(reply)
@@ -244,6 +248,8 @@ class MlflowTracker:
         began = time.perf_counter()
         try:
             while not done():
+                if self._unusable:
+                    raise ConfigError(self._unusable)
                 self._on_reply(self._pipe.next_reply())
         finally:
             self.waited_seconds += time.perf_counter() - began
@@ -257,6 +263,7 @@ class MlflowTracker:
         elif kind == "error":
             _, config_error, message = reply
             if config_error:
+                self._unusable = message
                 raise ConfigError(message)
             raise TrackingError(message)
 
@@ -344,10 +351,6 @@ class MlflowTracker:
         if self.uri.startswith(("http://", "https://")):
             return f"open {_redact(self.uri)} in a browser (experiment '{self.experiment_name}')"
         return f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
-
-
-class TrackingError(RuntimeError):
-    """MLflow refused a write (reported by the writer; the message is MLflow's)."""
 
 
 # ------------------------------------------------------------------------------------------------

@@ -365,8 +365,8 @@ def _two_phase(cfg: dict, output_dir: Path, storage_url: str, storage, tracker, 
         timing[f"{name}_seconds"] = round(time.perf_counter() - began, 3)
         timing[f"{name}_fit_seconds"] = round(fit_seconds() - fit_began, 3)
 
-    # The MLflow writer opened its store while the data loaded: a store it cannot use stops us here.
-    tracker.wait_ready()
+    # The MLflow writer opens its store while the data loads and phase 1 starts: a store it cannot use
+    # stops the job at the next call (phase 1 then reruns, nothing else was recorded).
     study = search.open_study(cfg, storage)
     study_name = study.study_name
     print(f"study '{study_name}' in {search._redact(storage_url)}: {search.finished_count(study)} of "

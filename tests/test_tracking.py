@@ -94,6 +94,18 @@ def test_writer_records_what_it_was_sent_after_the_training_process_dies(tmp_pat
     assert client.get_run(run_id).info.status == "RUNNING"  # never ended: a resume marks it KILLED
 
 
+def test_two_phase_job_with_a_store_the_writer_cannot_open_exits_2_without_traceback(tmp_path):
+    from conftest import run_dropout_lab
+
+    (tmp_path / "mlflow.db").write_bytes(b"this is not a database" * 100)
+    proc = run_dropout_lab(["+experiment=two_phase", "dataset=moons", "dataset.n_samples=200",
+                            "two_phase.widths=[8]", "search.n_trials=2", "progress=false"], tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "cannot use the MLflow tracking store 'tracking.uri=sqlite:///mlflow.db'" in proc.stderr
+    assert (tmp_path / "mlflow.db").read_bytes() == b"this is not a database" * 100
+
+
 def test_store_the_writer_cannot_open_is_a_config_error(tmp_path):
     db = tmp_path / "mlflow.db"
     db.write_bytes(b"this is not a database" * 100)
