@@ -270,6 +270,23 @@ def test_other_optimisers_on_blas_networks_match_numpy_products(digits, settings
     assert_same_weights(fused, plain, "float64")
 
 
+def test_momentum_inside_the_products_updates_replaced_parameter_arrays(digits) -> None:
+    # A parameter array that is no longer a view into the flat vector is updated piece by piece
+    # instead of by the whole-vector BLAS update: the same steps either way.
+    models = []
+    for replace in (False, True):
+        rng = np.random.default_rng(5)
+        model = MLP(MLPSpec(n_inputs=digits.n_features, hidden=[80, 64], n_outputs=digits.n_classes), rng)
+        if replace:
+            model.W[0] = model.W[0].copy()
+            assert not model.owns_flat()
+        train(model, digits.X_train, digits.y_train, digits.X_val, digits.y_val,
+              TrainSettings(lr=0.05, momentum=0.9, epochs=2, batch_size=100), rng)
+        models.append(model)
+    assert_same_weights(*models, "float32")
+    assert not np.array_equal(models[1].W[0], models[1].flat[:models[1].W[0].size].reshape(models[1].W[0].shape))
+
+
 def test_only_plain_momentum_adds_gradients_inside_the_products() -> None:
     from dropout_lab.trainer import Optimizer
 
