@@ -336,20 +336,39 @@ def bench_study(args) -> None:
     pairs = list(zip(runs["mlflow"], runs["none"]))
     training = med("none", "fit_seconds")
     optuna = [r["phase2_seconds"] - r["phase2_fit_seconds"] for r in runs["none"]]
+    tracking_pct = [100 * (a["wall"] / b["wall"] - 1) for a, b in pairs]
+    optuna_pct = [100 * o / r["wall"] for o, r in zip(optuna, runs["none"])]
     emit(case="study", args=base, repeats=args.repeats,
          wall_seconds={arm: round(med(arm, "wall"), 2) for arm in arms},
          cpu_seconds={arm: round(med(arm, "cpu"), 2) for arm in arms},
          training_seconds=round(training, 2),
-         tracking_overhead_pct_of_wall=round(statistics.median(100 * (a["wall"] / b["wall"] - 1) for a, b in pairs), 2),
+         tracking_overhead_pct_of_wall=round(statistics.median(tracking_pct), 2),
          tracking_overhead_pct_of_training=round(statistics.median(
              100 * (a["wall"] - b["wall"]) / b["fit_seconds"] for a, b in pairs), 2),
          optuna_bookkeeping_seconds=round(statistics.median(optuna), 3),
          optuna_bookkeeping_pct_of_training=round(statistics.median(
              100 * o / r["fit_seconds"] for o, r in zip(optuna, runs["none"])), 2),
+         optuna_bookkeeping_pct_of_wall=round(statistics.median(optuna_pct), 2),
+         tracking_and_optuna_pct_of_wall=round(statistics.median(t + o for t, o in zip(tracking_pct, optuna_pct)), 2),
+         # The wall-time figures above include the machine's drift between the two jobs of a pair;
+         # these split tracking's cost into what it adds outside training (start-up, waits, the
+         # final flush), how much slower training ran beside the writer, and the writer's CPU.
+         outside_training_seconds={arm: round(statistics.median(r["wall"] - r["fit_seconds"] for r in runs[arm]), 2)
+                                   for arm in arms},
+         tracking_outside_training_pct_of_wall=round(statistics.median(
+             100 * ((a["wall"] - a["fit_seconds"]) - (b["wall"] - b["fit_seconds"])) / b["wall"] for a, b in pairs), 2),
+         training_slowdown_with_tracking_pct=round(statistics.median(
+             100 * (a["fit_seconds"] / b["fit_seconds"] - 1) for a, b in pairs), 2),
+         tracking_cpu_seconds=round(statistics.median(a["cpu"] - b["cpu"] for a, b in pairs), 2),
+         # Python, imports and Hydra before the job's clock starts, and exit after it stops.
+         startup_and_exit_seconds={arm: round(statistics.median(r["wall"] - r["wall_seconds"] for r in runs[arm]), 2)
+                                   for arm in arms},
          waited_for_tracking_seconds=round(med("mlflow", "tracking_wait_seconds"), 3),
          walls={arm: [round(r["wall"], 2) for r in runs[arm]] for arm in arms},
          meaning="overhead of tracking: wall time with MLflow on over the same job with tracking=none, "
-                 "median of back-to-back pairs; Optuna bookkeeping: phase 2's time outside training")
+                 "median of back-to-back pairs; Optuna bookkeeping: phase 2's time outside training; "
+                 "training_slowdown: training time with MLflow on over the same training with tracking=none "
+                 "(the writer process on the other core, and the machine's drift)")
 
 
 @contextlib.contextmanager

@@ -105,5 +105,8 @@ def test_study_case_reports_tracking_and_optuna_overheads(capsys) -> None:
     assert set(study["wall_seconds"]) == {"mlflow", "none"} and min(study["wall_seconds"].values()) > 0
     assert study["training_seconds"] > 0
     for key in ("tracking_overhead_pct_of_wall", "tracking_overhead_pct_of_training",
-                "optuna_bookkeeping_seconds", "optuna_bookkeeping_pct_of_training", "waited_for_tracking_seconds"):
+                "optuna_bookkeeping_seconds", "optuna_bookkeeping_pct_of_training", "optuna_bookkeeping_pct_of_wall",
+                "tracking_and_optuna_pct_of_wall", "waited_for_tracking_seconds"):
         assert isinstance(study[key], (int, float)), key
+    assert study["optuna_bookkeeping_seconds"] >= 0
+    assert all(0 < seconds < study["wall_seconds"][arm] for arm, seconds in study["startup_and_exit_seconds"].items())

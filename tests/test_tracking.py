@@ -141,3 +141,17 @@ def test_configured_blas_threads_win():
     from dropout_lab.run import blas_threads
 
     assert blas_threads(_spec([40, 256, 256, 10]), 64, 4000, configured=2) == 2
+
+
+
+def test_mlflow_telemetry_is_off_unless_the_user_asks_for_it() -> None:
+    # No network calls at run time: MLflow's usage telemetry is switched off before MLflow is
+    # imported, and a user's own setting is kept.
+    import os
+
+    code = "import os, dropout_lab.tracking; print(os.environ['MLFLOW_DISABLE_TELEMETRY'])"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"}
+    run = lambda env: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,  # noqa: E731
+                                     text=True, check=True).stdout.strip()
+    assert run(env) == "true"
+    assert run({**env, "MLFLOW_DISABLE_TELEMETRY": "false"}) == "false"
