@@ -58,8 +58,7 @@ def _one_paragraph(exc: BaseException) -> str:
             if line.startswith("Config search path:"):
                 break
             if options is not None and raw.startswith((" ", "\t")):
-                if not line.endswith("_schema"):  # the typed schemas are not choices for a user
-                    options.append(line)
+                options.append(line)
                 continue
             if options is not None:
                 parts[-1] += " " + ", ".join(options) + "."
