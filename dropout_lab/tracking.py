@@ -655,6 +655,17 @@ def _writer_main(ops, replies, uri: str, experiment_name: str) -> None:
             continue
         if reply is not None:
             answer(reply)
+    # Everything sent has been written: each operation is committed to the store, and its files are
+    # closed, before the next one starts. Skip the interpreter's teardown of MLflow, SQLAlchemy and
+    # the plotting libraries, which took about 0.9 s that the training process spends waiting for
+    # this process to end (MlflowTracker.close).
+    import logging
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @contextlib.contextmanager
