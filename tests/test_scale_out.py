@@ -114,8 +114,13 @@ def test_three_workers_on_several_machines_survive_a_killed_worker(cluster, tmp_
             # Just started (a trial takes about 1 s here), so that the kill lands in the middle of it.
             young = (datetime.datetime.now() - t.datetime_start).total_seconds() < 0.5
             if host in procs and "mlflow_run_id" in t.user_attrs and young:
-                victim.append(host)
-                return True
+                # Freeze the worker, then make sure its trial is still running: on a busy machine the
+                # trial can end between reading the study and the kill.
+                os.killpg(procs[host].pid, signal.SIGSTOP)
+                if study().trials[t.number].state == TrialState.RUNNING:
+                    victim.append(host)
+                    return True
+                os.killpg(procs[host].pid, signal.SIGCONT)
         return False
 
     try:
