@@ -15,6 +15,7 @@ import math
 import os
 import random
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -660,7 +661,6 @@ def _writer_main(ops, replies, uri: str, experiment_name: str) -> None:
     # the plotting libraries, which took about 0.9 s that the training process spends waiting for
     # this process to end (MlflowTracker.close).
     import logging
-    import sys
 
     logging.shutdown()
     sys.stdout.flush()

@@ -3,6 +3,7 @@ what survives the death of the training process, and how a store it cannot use i
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -143,15 +144,15 @@ def test_configured_blas_threads_win():
     assert blas_threads(_spec([40, 256, 256, 10]), 64, 4000, configured=2) == 2
 
 
-
 def test_mlflow_telemetry_is_off_unless_the_user_asks_for_it() -> None:
     # No network calls at run time: MLflow's usage telemetry is switched off before MLflow is
     # imported, and a user's own setting is kept.
-    import os
-
     code = "import os, dropout_lab.tracking; print(os.environ['MLFLOW_DISABLE_TELEMETRY'])"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"}
-    run = lambda env: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,  # noqa: E731
-                                     text=True, check=True).stdout.strip()
+
+    def run(env: dict[str, str]) -> str:
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
     assert run(env) == "true"
     assert run({**env, "MLFLOW_DISABLE_TELEMETRY": "false"}) == "false"
